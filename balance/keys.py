@@ -1,0 +1,70 @@
+"""Redis key layout.
+
+Accounts are spread over ``partitions`` hash-tag partitions. Every key a money script touches carries its
+account's partition tag, so one script call stays inside one Redis Cluster slot — and each partition has
+one charge stream and one reaper index in that same slot, which is what lets the script that moves money
+append the charge record in the same atomic step.
+
+    {prefix}:{<p>}:a:<account>          account hash (money, status, plan, tier counters)
+    {prefix}:{<p>}:b:<account>          unit buckets
+    {prefix}:{<p>}:r:<account>          open sessions and their reservations
+    {prefix}:{<p>}:i:<account>:<key>    stored answer of an idempotency key (TTL)
+    {prefix}:{<p>}:x                    reaper index: "<account>|<session>" scored by expiry ms
+    {prefix}:{<p>}:c                    charge stream of the partition
+    {prefix}:id:<kind>:<value>          identity -> account (hash: account, secret)
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountKeys:
+    account: str
+    buckets: str
+    sessions: str
+    reaper: str
+    stream: str
+    idempotency_prefix: str
+
+    def idempotency(self, key: str) -> str:
+        return self.idempotency_prefix + key
+
+
+class KeySpace:
+    __slots__ = ("partitions", "prefix")
+
+    def __init__(self, prefix: str, partitions: int) -> None:
+        self.prefix = prefix
+        self.partitions = partitions
+
+    def partition(self, account_id: str) -> int:
+        return zlib.crc32(account_id.encode()) % self.partitions
+
+    def _tag(self, partition: int) -> str:
+        return f"{self.prefix}:{{{partition}}}"
+
+    def account(self, account_id: str) -> AccountKeys:
+        tag = self._tag(self.partition(account_id))
+        return AccountKeys(
+            account=f"{tag}:a:{account_id}",
+            buckets=f"{tag}:b:{account_id}",
+            sessions=f"{tag}:r:{account_id}",
+            reaper=f"{tag}:x",
+            stream=f"{tag}:c",
+            idempotency_prefix=f"{tag}:i:{account_id}:",
+        )
+
+    def stream(self, partition: int) -> str:
+        return f"{self._tag(partition)}:c"
+
+    def reaper(self, partition: int) -> str:
+        return f"{self._tag(partition)}:x"
+
+    def identity(self, kind: str, value: str) -> str:
+        return f"{self.prefix}:id:{kind}:{value}"

@@ -1,0 +1,147 @@
+-- session.lua: one credit-control step of a session, every item (rating group) at once.
+-- KEYS[1] account hash   KEYS[2] bucket hash   KEYS[3] session hash   KEYS[4] reaper index (zset)
+-- KEYS[5] idempotency key   KEYS[6] charge stream
+-- ARGV[1] msgpack request:
+--   k=idempotency key, now=ms, ttl=reservation ms, ittl=answer replay s, sid=session id, aid=account id,
+--   op="I"|"U"|"T", v=session version the plan was made from, plan=plan name it was rated with,
+--   st=session start ms (new sessions), it=array of items:
+--     {id, s=service, u=used units, cu=charged units, c=bucket units covering u, m=money for u, raw,
+--      r=units to reserve (0: none, -1: nothing affordable), rm=money for r, mn=money of the smallest
+--      grant, nx=money of the next increment after r,
+--      cy=tier counter field or "", ce=counter value the plan assumed (-1: not used)}
+-- Returns {status, msgpack payload}:
+--   OK: {v, bal, rsv, lim, st, it={{id, code, g, gb, fin, m, u, over}}}   (also stored for replay)
+--   DUPLICATE: the stored payload of the first answer; nothing moved
+--   NEED_VIEW: {v, s=session or false, plan, st, cy={field=value}}: the plan was made from a stale view
+--   NEED_QUOTE: {[item]=money available to that item}: a grant does not fit; price what does
+--   UNKNOWN_ACCOUNT: ""
+-- Nothing is written before every item has been decided, so NEED_* leave no trace.
+
+local prev = redis.call('GET', KEYS[5])
+if prev then
+  return {DUPLICATE, prev}
+end
+
+local req = cmsgpack.unpack(ARGV[1])
+local acct = load_account(KEYS[1])
+if not acct then
+  return {UNKNOWN_ACCOUNT, ''}
+end
+local now = req.now
+
+local raw_session = redis.call('HGET', KEYS[3], req.sid)
+local session = raw_session and cmsgpack.unpack(raw_session) or nil
+local version = session and session.v or 0
+
+-- The plan was priced from a view of this session, the account's plan and its tier counters.
+local stale = (req.v ~= version) or (req.plan ~= acct.plan)
+local counters = {}
+for _, item in ipairs(req.it) do
+  if item.cy ~= '' and counters[item.cy] == nil then
+    counters[item.cy] = tonumber(redis.call('HGET', KEYS[1], item.cy) or '0')
+  end
+  if item.ce >= 0 and counters[item.cy] ~= item.ce then stale = true end
+end
+if stale then
+  return {NEED_VIEW, cmsgpack.pack({v = version, s = session or false, plan = acct.plan, st = acct.st,
+                                    cy = counters})}
+end
+
+if not session then
+  session = {v = 0, st = req.st, exp = 0, it = {}}
+end
+local buckets = load_buckets(KEYS[2])
+local by_id = bucket_index(buckets)
+local results, records, quotes, need_quote = {}, {}, {}, false
+local terminate = req.op == 'T'
+
+for _, item in ipairs(req.it) do
+  local st = session.it[item.id] or {s = item.s, off = 0, pr = 0, g = 0, rm = 0, rb = 0, ba = {}}
+  -- commit: the old reservation is settled whatever was used (u may be 0)
+  local covered = math.min(item.u, st.rb)
+  if covered ~= item.c then
+    return {NEED_VIEW, cmsgpack.pack({v = version, s = session, plan = acct.plan, st = acct.st, cy = counters})}
+  end
+  consume_bucket_units(buckets, st.ba, covered)
+  acct.rsv = acct.rsv - st.rm
+  acct.bal = acct.bal + st.rm - item.m
+  local over = item.u > st.g
+  st.off = st.off + item.u
+  st.pr = st.pr + item.raw
+  st.g, st.rm, st.rb, st.ba = 0, 0, 0, {}
+  if item.cy ~= '' then counters[item.cy] = counters[item.cy] + item.cu end
+  if item.u > 0 or item.m ~= 0 then
+    records[#records + 1] = {item = item.id, s = item.s, u = item.u, bu = covered, m = -item.m,
+                             f = over and 'over' or ''}
+  end
+  local res = {id = item.id, code = 'OK', g = 0, gb = 0, fin = 0, m = item.m, u = item.u,
+               over = over and 1 or 0}
+  -- reserve the next grant: unit buckets first, money only when no bucket has units left
+  if not terminate and item.r > 0 then
+    if acct.st ~= 'active' then
+      res.code = 'DENIED'
+    else
+      local in_buckets = bucket_available(buckets, item.s, now)
+      if in_buckets > 0 then
+        local got, alloc = reserve_bucket_units(buckets, item.s, item.r, now)
+        st.g, st.rb, st.ba = got, got, alloc
+        res.g, res.gb = got, got
+      else
+        local room = acct.bal + acct.lim
+        if room < item.mn then
+          res.code = 'NO_MONEY'
+        elseif item.rm <= room then
+          acct.bal = acct.bal - item.rm
+          acct.rsv = acct.rsv + item.rm
+          st.g, st.rm = item.r, item.rm
+          res.g = item.r
+          if room - item.rm < item.nx then res.fin = 1 end
+        else
+          quotes[item.id] = math.max(0, room)
+          need_quote = true
+        end
+      end
+    end
+  elseif not terminate and item.r < 0 then
+    -- the planner priced what is left and nothing fits: no grant, no quote round trip
+    res.code = 'NO_MONEY'
+  end
+  session.it[item.id] = st
+  results[#results + 1] = res
+end
+
+if need_quote then
+  return {NEED_QUOTE, cmsgpack.pack(quotes)}
+end
+
+local member = req.aid .. '|' .. req.sid
+if terminate then
+  -- release every item of the session, also those the request did not mention
+  for id, st in pairs(session.it) do
+    if st.rm > 0 or st.rb > 0 then
+      acct.rsv = acct.rsv - st.rm
+      acct.bal = acct.bal + st.rm
+      release_bucket_units(by_id, st.ba)
+    end
+  end
+  redis.call('HDEL', KEYS[3], req.sid)
+  redis.call('ZREM', KEYS[4], member)
+else
+  session.v = version + 1
+  session.exp = now + req.ttl
+  redis.call('HSET', KEYS[3], req.sid, cmsgpack.pack(session))
+  redis.call('ZADD', KEYS[4], session.exp, member)
+end
+
+save_money(KEYS[1], acct)
+save_buckets(KEYS[2], buckets)
+for field, value in pairs(counters) do
+  redis.call('HSET', KEYS[1], field, fmt(value))
+end
+for n, rec in ipairs(records) do
+  add_record(KEYS[6], req.k .. ':' .. n, req.aid, acct, 'usage',
+             {s = rec.s, i = rec.item, sess = req.sid, u = rec.u, bu = rec.bu, m = rec.m, t = now, f = rec.f})
+end
+
+return finish(KEYS[5], req.ittl, cmsgpack.pack({v = terminate and 0 or session.v, bal = acct.bal,
+  rsv = acct.rsv, lim = acct.lim, st = acct.st, it = results}))

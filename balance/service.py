@@ -1,0 +1,489 @@
+"""The charging service both protocol fronts call: initiate / update / terminate / event / refund / query.
+
+How a request becomes one atomic script call: the service prices every item with ``rating_core`` from its
+*view* of the session (units used so far, what is reserved), of the account (plan, tier counters) — kept
+in a per-worker cache — and sends the priced plan to the session script. The script is the referee: it
+checks the view is current and applies the whole plan, or, without writing anything, answers with the
+current view (the service prices again) or with the money an unaffordable grant could still have (the
+service sizes the exact grant that fits with ``units_for``). A warm cache means one Redis round trip; a
+cold cache or a balance running out costs one more. Any worker can take any request of any session.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import msgspec
+
+from balance import metrics, wire
+from balance.records import AccountView, CreditResult
+from balance.settings import BalanceSettings
+from balance.store import (
+    MAX_MONEY,
+    BalanceStore,
+    EventApplied,
+    StepApplied,
+    StepNeedsQuote,
+    StepNeedsView,
+    UnknownAccount,
+    to_ms,
+)
+from rating_core.rating import Usage, price_of, units_for
+from rating_core.tariff import Catalog, NoRate, Plan, Rate, Unit, UnknownPlan
+
+MAX_ATTEMPTS = 5
+CACHE_SIZE = 100_000
+
+
+class UsageItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One rating group (or service) of a session request."""
+
+    item: str  # key of the item within its session: a rating group, or the service name
+    service: str
+    destination: str = ""
+    used: int = 0  # units used since the previous report
+    requested: int | None = None  # units wanted next; None: the service's default grant; 0: none
+
+
+class SessionRequest(msgspec.Struct, frozen=True, kw_only=True):
+    account_id: str
+    session_id: str
+    key: str  # idempotency key: a repeat returns the first answer and moves nothing
+    items: tuple[UsageItem, ...]
+    now: datetime | None = None
+    started: datetime | None = None  # session start for time-banded rating; default: now at initiate
+    # An update or terminate of a session the store does not know starts it (RADIUS interim without start).
+    create_missing: bool = False
+
+
+class ItemAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    item: str
+    result: str  # OK | DENIED | NO_MONEY | NO_RATE
+    granted: int = 0
+    from_buckets: int = 0
+    final: bool = False  # the last grant the balance affords: Final-Unit-Indication
+    charged: int = 0  # money for the used units
+    used: int = 0
+    overuse: bool = False  # more used than granted: charged anyway
+
+
+class SessionAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    result: str  # OK | UNKNOWN_ACCOUNT | UNKNOWN_SESSION | NO_PLAN
+    items: tuple[ItemAnswer, ...] = ()
+    balance: int = 0
+    reserved: int = 0
+    status: str = ""
+    duplicate: bool = False
+
+
+class EventRequest(msgspec.Struct, frozen=True, kw_only=True):
+    account_id: str
+    key: str
+    service: str
+    units: int = 1
+    destination: str = ""
+    item: str = ""
+    now: datetime | None = None
+
+
+class EventAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    result: str  # OK | DENIED | NO_MONEY | NO_RATE | UNKNOWN_ACCOUNT | NO_PLAN
+    charged: int = 0
+    units: int = 0
+    from_buckets: int = 0
+    balance: int = 0
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class _AccountView:
+    plan: str
+    counters: dict[str, int]
+
+
+class ChargingService:
+    def __init__(
+        self,
+        store: BalanceStore,
+        catalog: Catalog,
+        settings: BalanceSettings,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.settings = settings
+        self.clock = clock
+        self._sessions: OrderedDict[tuple[str, str], wire.SessionState] = OrderedDict()
+        self._accounts: OrderedDict[str, _AccountView] = OrderedDict()
+
+    def reload(self, catalog: Catalog, settings: BalanceSettings) -> None:
+        """Swap tariffs and settings; requests in flight finish with what they started with."""
+        self.catalog = catalog
+        self.settings = settings
+
+    # --- sessions -------------------------------------------------------------------------------
+    async def initiate(self, request: SessionRequest) -> SessionAnswer:
+        return await self._step("I", request)
+
+    async def update(self, request: SessionRequest) -> SessionAnswer:
+        return await self._step("U", request)
+
+    async def terminate(self, request: SessionRequest) -> SessionAnswer:
+        return await self._step("T", request)
+
+    async def _step(self, op: str, request: SessionRequest) -> SessionAnswer:
+        now = request.now or self.clock()
+        sid_key = (request.account_id, request.session_id)
+        session = self._sessions.get(sid_key)
+        if op == "I" and session is None:
+            start = request.started or now
+            session = wire.SessionState(v=0, st=to_ms(start), exp=0, it={})
+        account = self._accounts.get(request.account_id)
+        quotes: dict[str, int] = {}
+        for _ in range(MAX_ATTEMPTS):
+            if session is None:
+                session = wire.SessionState(v=-1, st=to_ms(request.started or now), exp=0, it={})
+            try:
+                planned = self._plan(op, request, now, session, account, quotes)
+            except UnknownPlan:
+                metrics.CHARGING_REQUESTS.labels(op=op, outcome="no_plan").inc()
+                return SessionAnswer(result="NO_PLAN")
+            step, skipped = planned
+            try:
+                outcome = await self.store.session_step(step)
+            except UnknownAccount:
+                self._forget(sid_key, request.account_id)
+                metrics.CHARGING_REQUESTS.labels(op=op, outcome="unknown_account").inc()
+                return SessionAnswer(result="UNKNOWN_ACCOUNT")
+            if isinstance(outcome, StepApplied):
+                answer = self._applied(op, request, step, session, account, outcome, skipped)
+                metrics.CHARGING_REQUESTS.labels(op=op, outcome="ok").inc()
+                return answer
+            if isinstance(outcome, StepNeedsQuote):
+                metrics.REPLANS.labels(reason="quote").inc()
+                quotes = outcome.available
+                continue
+            assert isinstance(outcome, StepNeedsView)
+            metrics.REPLANS.labels(reason="view").inc()
+            view = outcome.view
+            account = _AccountView(plan=view.plan, counters=dict(view.counters))
+            self._remember_account(request.account_id, account)
+            quotes = {}
+            if view.session is None:
+                if op != "I" and not request.create_missing:
+                    self._sessions.pop(sid_key, None)
+                    return SessionAnswer(result="UNKNOWN_SESSION", status=view.status)
+                session = wire.SessionState(v=0, st=to_ms(request.started or now), exp=0, it={})
+            else:
+                session = view.session
+        raise RuntimeError(f"session {request.session_id}: no stable plan after {MAX_ATTEMPTS} attempts")
+
+    def _plan(
+        self,
+        op: str,
+        request: SessionRequest,
+        now: datetime,
+        session: wire.SessionState,
+        account: _AccountView | None,
+        quotes: dict[str, int],
+    ) -> tuple[wire.SessionStep, tuple[ItemAnswer, ...]]:
+        plan_name = account.plan if account is not None else ""
+        plan = self.catalog.plan(plan_name, now) if plan_name else None
+        counters = account.counters if account is not None else {}
+        items: list[wire.ItemPlan] = []
+        skipped: list[ItemAnswer] = []
+        start = datetime.fromtimestamp(session.st / 1000, UTC)
+        for item in request.items:
+            state = session.it.get(item.item) or wire.ItemState(s=item.service)
+            if plan is None:
+                # Unknown plan (cold cache): a placeholder the script answers with the view.
+                items.append(_placeholder(item, state))
+                continue
+            try:
+                rate = plan.rate_for(item.service, item.destination)
+            except NoRate:
+                skipped.append(ItemAnswer(item=item.item, result="NO_RATE", used=item.used))
+                continue
+            items.append(self._price_item(op, plan, rate, item, state, start, now, counters, quotes))
+        step = wire.SessionStep(
+            k=request.key,
+            now=to_ms(now),
+            ttl=self.settings.reservation_ttl_s * 1000,
+            ittl=self.settings.idempotency_ttl_s,
+            sid=request.session_id,
+            aid=request.account_id,
+            op=op,
+            v=session.v,
+            plan=plan_name,
+            st=session.st,
+            it=items,
+        )
+        return step, tuple(skipped)
+
+    def _price_item(
+        self,
+        op: str,
+        plan: Plan,
+        rate: Rate,
+        item: UsageItem,
+        state: wire.ItemState,
+        start: datetime,
+        now: datetime,
+        counters: dict[str, int],
+        quotes: dict[str, int],
+    ) -> wire.ItemPlan:
+        timed = plan.unit_of(item.service) is Unit.SECOND
+        at = start if timed else now
+        tiered = len(rate.tiers) > 1
+        counter = f"cy:{item.service}:{now.astimezone(plan.tz):%Y%m}" if tiered else ""
+        cycle_used = counters.get(counter, 0) if tiered else 0
+
+        # units used since the last report: those covered by reserved bucket units cost nothing
+        covered = min(item.used, state.rb)
+        money = raw = charged_units = 0
+        if item.used > covered:
+            rated = price_of(
+                plan,
+                Usage(
+                    service=item.service,
+                    quantity=item.used - covered,
+                    start=at,
+                    destination=item.destination,
+                    offset=state.off + covered,
+                    prior=state.pr,
+                    cycle_used=cycle_used,
+                ),
+            )
+            money, raw, charged_units = rated.amount, rated.raw, rated.charged_units
+
+        # the next grant, priced as the continuation of the session
+        wanted = 0
+        if op != "T":
+            wanted = self._wanted(item)
+        reserve = reserve_money = smallest = following = 0
+        if wanted > 0:
+            base = Usage(
+                service=item.service,
+                quantity=wanted,
+                start=at,
+                destination=item.destination,
+                offset=state.off + item.used,
+                prior=state.pr + raw,
+                cycle_used=cycle_used + charged_units,
+            )
+            if item.item in quotes:
+                available = quotes[item.item]
+                wanted = units_for(plan, base, available, wanted)
+                base = replace(base, quantity=wanted)
+            if wanted == 0:
+                reserve = -1
+            else:
+                rated_grant = price_of(plan, base)
+                reserve, reserve_money = wanted, rated_grant.amount
+                smallest = price_of(plan, replace(base, quantity=1)).amount
+                following = price_of(
+                    plan,
+                    replace(
+                        base,
+                        quantity=1,
+                        offset=base.offset + wanted,
+                        prior=base.prior + rated_grant.raw,
+                        cycle_used=base.cycle_used + rated_grant.charged_units,
+                    ),
+                ).amount
+        return wire.ItemPlan(
+            id=item.item,
+            s=item.service,
+            u=item.used,
+            cu=charged_units,
+            c=covered,
+            m=money,
+            raw=raw,
+            r=reserve,
+            rm=reserve_money,
+            mn=smallest,
+            nx=following,
+            cy=counter,
+            ce=cycle_used if tiered else -1,
+        )
+
+    def _wanted(self, item: UsageItem) -> int:
+        wanted = (
+            self.settings.default_grants.get(item.service, 0) if item.requested is None else item.requested
+        )
+        cap = self.settings.max_grants.get(item.service)
+        if cap is not None:
+            wanted = min(wanted, cap)
+        return max(0, wanted)
+
+    def _applied(
+        self,
+        op: str,
+        request: SessionRequest,
+        step: wire.SessionStep,
+        session: wire.SessionState,
+        account: _AccountView | None,
+        outcome: StepApplied,
+        skipped: tuple[ItemAnswer, ...],
+    ) -> SessionAnswer:
+        reply = outcome.reply
+        sid_key = (request.account_id, request.session_id)
+        if op == "T" or outcome.duplicate:
+            # A replayed answer says nothing about the session now: forget it, the script re-teaches.
+            self._sessions.pop(sid_key, None)
+        else:
+            planned = {p.id: p for p in step.it}
+            items = dict(session.it)
+            for out in reply.it:
+                p = planned[out.id]
+                old = items.get(out.id) or wire.ItemState(s=p.s)
+                items[out.id] = wire.ItemState(
+                    s=p.s,
+                    off=old.off + p.u,
+                    pr=old.pr + p.raw,
+                    g=out.g,
+                    rm=p.rm if out.g and not out.gb else 0,
+                    rb=out.gb,
+                )
+            self._remember_session(sid_key, wire.SessionState(v=reply.v, st=session.st, exp=0, it=items))
+            if account is not None:
+                for p in step.it:
+                    if p.cy:
+                        account.counters[p.cy] = account.counters.get(p.cy, 0) + p.cu
+        answers = [
+            ItemAnswer(
+                item=out.id,
+                result=out.code,
+                granted=out.g,
+                from_buckets=out.gb,
+                final=bool(out.fin),
+                charged=out.m,
+                used=out.u,
+                overuse=bool(out.over),
+            )
+            for out in reply.it
+        ]
+        return SessionAnswer(
+            result="OK",
+            items=(*answers, *skipped),
+            balance=reply.bal,
+            reserved=reply.rsv,
+            status=reply.st,
+            duplicate=outcome.duplicate,
+        )
+
+    def _remember_session(self, key: tuple[str, str], state: wire.SessionState) -> None:
+        self._sessions[key] = state
+        self._sessions.move_to_end(key)
+        if len(self._sessions) > CACHE_SIZE:
+            self._sessions.popitem(last=False)
+
+    def _remember_account(self, account_id: str, view: _AccountView) -> None:
+        self._accounts[account_id] = view
+        self._accounts.move_to_end(account_id)
+        if len(self._accounts) > CACHE_SIZE:
+            self._accounts.popitem(last=False)
+
+    def _forget(self, sid_key: tuple[str, str], account_id: str) -> None:
+        self._sessions.pop(sid_key, None)
+        self._accounts.pop(account_id, None)
+
+    # --- one-time events, refunds, queries ------------------------------------------------------
+    async def event(self, request: EventRequest) -> EventAnswer:
+        """Direct debit of an event (SMS, purchase): buckets first, then money; refused if unaffordable."""
+        now = request.now or self.clock()
+        account = self._accounts.get(request.account_id)
+        plan_name = account.plan if account is not None else ""
+        cover = -1
+        for _ in range(MAX_ATTEMPTS):
+            money = 0
+            if plan_name:
+                try:
+                    plan = self.catalog.plan(plan_name, now)
+                    rate_usage = Usage(
+                        service=request.service,
+                        quantity=request.units - max(cover, 0),
+                        start=now,
+                        destination=request.destination,
+                        offset=max(cover, 0),
+                    )
+                    plan.rate_for(request.service, request.destination)
+                except UnknownPlan:
+                    return EventAnswer(result="NO_PLAN")
+                except NoRate:
+                    return EventAnswer(result="NO_RATE")
+                money = price_of(plan, rate_usage).amount if rate_usage.quantity > 0 else 0
+            step = wire.EventStep(
+                k=request.key,
+                now=to_ms(now),
+                ittl=self.settings.idempotency_ttl_s,
+                aid=request.account_id,
+                plan=plan_name,
+                s=request.service,
+                i=request.item or request.service,
+                u=request.units,
+                c=cover,
+                m=money,
+            )
+            try:
+                outcome = await self.store.event(step)
+            except UnknownAccount:
+                self._accounts.pop(request.account_id, None)
+                return EventAnswer(result="UNKNOWN_ACCOUNT")
+            if isinstance(outcome, EventApplied):
+                r = outcome.reply
+                return EventAnswer(
+                    result=r.code,
+                    charged=r.m,
+                    units=r.u,
+                    from_buckets=r.bu,
+                    balance=r.bal,
+                    duplicate=outcome.duplicate,
+                )
+            metrics.REPLANS.labels(reason="view").inc()
+            plan_name, cover = outcome.plan, outcome.cover
+            known = self._accounts.get(request.account_id)
+            self._remember_account(
+                request.account_id, _AccountView(plan=plan_name, counters=known.counters if known else {})
+            )
+        raise RuntimeError(f"event {request.key}: no stable plan after {MAX_ATTEMPTS} attempts")
+
+    def price(self, plan_name: str, usage: Usage, now: datetime | None = None) -> int:
+        """Price enquiry: what a usage would cost under a plan, touching no balance."""
+        plan = self.catalog.plan(plan_name, now or usage.start)
+        return price_of(plan, usage).amount
+
+    async def refund(
+        self, account_id: str, amount: int, *, key: str, service: str = "", now: datetime | None = None
+    ) -> CreditResult:
+        if not 0 < amount <= MAX_MONEY:
+            raise ValueError("refund amount out of range")
+        return await self.store.credit(
+            account_id, amount, key=key, reason="refund", now=now or self.clock(), service=service
+        )
+
+    async def balance(self, account_id: str) -> AccountView:
+        return await self.store.query(account_id)
+
+
+def _placeholder(item: UsageItem, state: wire.ItemState) -> wire.ItemPlan:
+    covered = min(item.used, state.rb)
+    return wire.ItemPlan(
+        id=item.item,
+        s=item.service,
+        u=item.used,
+        cu=0,
+        c=covered,
+        m=0,
+        raw=0,
+        r=0,
+        rm=0,
+        mn=0,
+        nx=0,
+        cy="",
+        ce=-1,
+    )

@@ -1,0 +1,359 @@
+"""The live money store: Redis keys, atomic Lua scripts, typed results.
+
+Nothing outside ``balance`` touches Redis keys or Lua; callers go through this class or the charging
+service built on it (``balance.service``). Every method that moves money runs one script call carrying an
+idempotency key: a repeated key returns the first answer and moves nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from balance import metrics, scripts, wire
+from balance.keys import KeySpace
+from balance.link import ConnectionLost, RedisError, RedisLink, open_link, redact
+from balance.records import (
+    AccountKind,
+    AccountRecord,
+    AccountStatus,
+    AccountView,
+    BucketRecord,
+    BucketView,
+    CreditResult,
+    ReservationView,
+)
+from balance.scripts import Script, Status
+from balance.settings import BalanceSettings, RedisSettings
+
+MAX_MONEY = 2**53 - 1  # Lua numbers are doubles: amounts beyond this lose digits
+
+
+class StoreUnavailable(Exception):
+    """Redis cannot be reached or failed; the idempotency key makes a retry safe."""
+
+
+class UnknownAccount(Exception):
+    """The account does not exist in the live store."""
+
+
+class StepApplied(msgspec.Struct, frozen=True):
+    reply: wire.StepReply
+    duplicate: bool
+
+
+class StepNeedsView(msgspec.Struct, frozen=True):
+    view: wire.SessionView
+
+
+class StepNeedsQuote(msgspec.Struct, frozen=True):
+    available: dict[str, int]  # item -> money the item could still use
+
+
+StepOutcome = StepApplied | StepNeedsView | StepNeedsQuote
+
+
+class EventApplied(msgspec.Struct, frozen=True):
+    reply: wire.EventReply
+    duplicate: bool
+
+
+class EventNeedsView(msgspec.Struct, frozen=True):
+    plan: str
+    status: str
+    cover: int  # bucket units that will cover part of the event
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+class BalanceStore:
+    def __init__(self, link: RedisLink, redis: RedisSettings, balance: BalanceSettings) -> None:
+        self.link = link
+        self.keys = KeySpace(redis.key_prefix, redis.partitions)
+        self.settings = balance
+        self._url = redact(redis.url)
+
+    @classmethod
+    async def connect(
+        cls, redis: RedisSettings, balance: BalanceSettings, *, link: RedisLink | None = None
+    ) -> BalanceStore:
+        """Connect and load the scripts; raises StoreUnavailable with a one-line reason."""
+        if link is None:
+            link = open_link(redis.url, cluster=redis.cluster, timeout=redis.connect_timeout_s)
+        store = cls(link, redis, balance)
+        try:
+            await store.ping()
+            if not redis.cluster:
+                for script in scripts.ALL:
+                    await link.execute("SCRIPT", "LOAD", script.source)
+        except StoreUnavailable:
+            await link.close()
+            raise
+        except RedisError as exc:
+            await link.close()
+            raise StoreUnavailable(str(exc)) from None
+        return store
+
+    async def close(self) -> None:
+        await self.link.close()
+
+    async def ping(self) -> None:
+        try:
+            await self.link.execute("PING")
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from None
+
+    async def _script(self, script: Script, keys: Sequence[str], args: Sequence[bytes | str | int]) -> Any:
+        started = time.perf_counter()
+        try:
+            reply = await self.link.run_script(script, keys, args)
+        except ConnectionLost as exc:
+            metrics.REDIS_ERRORS.labels(kind="connection").inc()
+            raise StoreUnavailable(str(exc)) from None
+        except RedisError as exc:
+            metrics.REDIS_ERRORS.labels(kind="reply").inc()
+            raise StoreUnavailable(f"Redis failed script {script.name}: {exc}") from None
+        metrics.SCRIPT_SECONDS.labels(script=script.name).observe(time.perf_counter() - started)
+        return reply
+
+    # --- money scripts -------------------------------------------------------------------------
+    async def session_step(self, step: wire.SessionStep) -> StepOutcome:
+        """Commit used units and reserve the next grants of every item of one session, atomically."""
+        k = self.keys.account(step.aid)
+        status, payload = await self._script(
+            scripts.SESSION,
+            (k.account, k.buckets, k.sessions, k.reaper, k.idempotency(step.k), k.stream),
+            (wire.encode(step),),
+        )
+        if status == Status.OK or status == Status.DUPLICATE:
+            return StepApplied(wire.decode_step_reply(payload), status == Status.DUPLICATE)
+        if status == Status.NEED_VIEW:
+            return StepNeedsView(wire.decode_session_view(payload))
+        if status == Status.NEED_QUOTE:
+            return StepNeedsQuote(wire.decode_quotes(payload))
+        if status == Status.UNKNOWN_ACCOUNT:
+            raise UnknownAccount(step.aid)
+        raise StoreUnavailable(f"session script answered status {status}")
+
+    async def event(self, step: wire.EventStep) -> EventApplied | EventNeedsView:
+        k = self.keys.account(step.aid)
+        status, payload = await self._script(
+            scripts.EVENT, (k.account, k.buckets, k.idempotency(step.k), k.stream), (wire.encode(step),)
+        )
+        if status == Status.OK or status == Status.DUPLICATE:
+            return EventApplied(wire.decode_event_reply(payload), status == Status.DUPLICATE)
+        if status == Status.NEED_VIEW:
+            view = msgspec.msgpack.decode(payload)
+            return EventNeedsView(plan=view["plan"], status=view["st"], cover=view["cover"])
+        if status == Status.UNKNOWN_ACCOUNT:
+            raise UnknownAccount(step.aid)
+        raise StoreUnavailable(f"event script answered status {status}")
+
+    async def credit(
+        self,
+        account_id: str,
+        amount: int,
+        *,
+        key: str,
+        reason: str,
+        now: datetime,
+        service: str = "",
+        reference: str = "",
+    ) -> CreditResult:
+        """Money in (top-up, refund, adjustment) with its charge record; a repeated key credits once."""
+        if not 0 < amount <= MAX_MONEY:
+            raise ValueError(f"credit amount must be between 1 and {MAX_MONEY} micro-units, got {amount}")
+        if reason not in ("topup", "refund", "adjustment"):
+            raise ValueError(f"unknown credit reason {reason!r}")
+        k = self.keys.account(account_id)
+        step = wire.CreditStep(
+            k=key,
+            now=to_ms(now),
+            ittl=self.settings.idempotency_ttl_s,
+            aid=account_id,
+            kind=reason,
+            m=amount,
+            s=service,
+            ref=reference or key,
+        )
+        status, payload = await self._script(
+            scripts.CREDIT, (k.account, k.idempotency(key), k.stream), (wire.encode(step),)
+        )
+        if status == Status.UNKNOWN_ACCOUNT:
+            raise UnknownAccount(account_id)
+        reply = wire.decode_credit_reply(payload)
+        return CreditResult(balance=reply.bal, duplicate=status == Status.DUPLICATE)
+
+    async def reap(self, now: datetime, *, limit: int = 500) -> int:
+        """Return reservations whose time ran out, in every partition; the number of sessions reaped."""
+        now_ms = to_ms(now)
+        reaped = 0
+        for partition in range(self.keys.partitions):
+            index = self.keys.reaper(partition)
+            due = await self._execute("ZRANGEBYSCORE", index, "-inf", now_ms, "LIMIT", 0, limit)
+            by_account: dict[str, list[str]] = {}
+            for member in due:
+                account_id, _, session_id = member.decode().partition("|")
+                by_account.setdefault(account_id, []).append(session_id)
+            for account_id, sessions in by_account.items():
+                k = self.keys.account(account_id)
+                reaped += int(
+                    await self._script(
+                        scripts.REAP,
+                        (k.account, k.buckets, k.sessions, k.reaper, k.stream),
+                        (now_ms, account_id, *sessions),
+                    )
+                )
+        if reaped:
+            metrics.RESERVATIONS_REAPED.inc(reaped)
+        return reaped
+
+    async def _execute(self, *args: bytes | str | int) -> Any:
+        try:
+            return await self.link.execute(*args)
+        except RedisError as exc:
+            metrics.REDIS_ERRORS.labels(
+                kind="connection" if isinstance(exc, ConnectionLost) else "reply"
+            ).inc()
+            raise StoreUnavailable(str(exc)) from None
+
+    # --- provisioning ---------------------------------------------------------------------------
+    async def _account_script(self, mode: str, record: AccountRecord, balance: int = 0) -> int:
+        if not 0 <= record.credit_limit <= MAX_MONEY or abs(balance) > MAX_MONEY:
+            raise ValueError("money out of range")
+        k = self.keys.account(record.account_id)
+        result = await self._script(
+            scripts.ACCOUNT,
+            (k.account,),
+            (
+                mode,
+                record.kind.value,
+                record.currency,
+                record.plan,
+                record.status.value,
+                record.credit_limit,
+                balance,
+            ),
+        )
+        return int(result)
+
+    async def put_account(self, record: AccountRecord) -> None:
+        """Create the account (balance 0) or update its attributes; never moves money."""
+        await self._account_script("put", record)
+
+    async def restore_account(self, record: AccountRecord, balance: int) -> bool:
+        """Create the account with a given balance only if absent (``occ redis rebuild``); True if created."""
+        return await self._account_script("restore", record, balance) == 1
+
+    async def has_account(self, account_id: str) -> bool:
+        return bool(await self._execute("EXISTS", self.keys.account(account_id).account))
+
+    async def set_status(self, account_id: str, status: AccountStatus) -> None:
+        k = self.keys.account(account_id)
+        done = await self._script(scripts.ACCOUNT, (k.account,), ("status", "", "", "", status.value, 0, 0))
+        if int(done) == 0:
+            raise UnknownAccount(account_id)
+
+    async def add_bucket(self, account_id: str, bucket: BucketRecord) -> bool:
+        """Add a unit bucket; idempotent by bucket_id (False when it already existed)."""
+        if bucket.units <= 0:
+            raise ValueError("a bucket needs a positive number of units")
+        packed = wire.encode(
+            {
+                "s": bucket.service,
+                "n": bucket.units,
+                "r": 0,
+                "e": to_ms(bucket.expires_at),
+                "p": bucket.priority,
+            }
+        )
+        k = self.keys.account(account_id)
+        if not await self.has_account(account_id):
+            raise UnknownAccount(account_id)
+        return bool(await self._execute("HSETNX", k.buckets, bucket.bucket_id, packed))
+
+    async def query(self, account_id: str) -> AccountView:
+        """One consistent snapshot of money, buckets and open reservations; raises UnknownAccount."""
+        k = self.keys.account(account_id)
+        fields, bucket_fields, session_fields = await self._script(
+            scripts.QUERY, (k.account, k.buckets, k.sessions), ()
+        )
+        if not fields:
+            raise UnknownAccount(account_id)
+        a = {fields[i].decode(): fields[i + 1].decode() for i in range(0, len(fields), 2)}
+        record = AccountRecord(
+            account_id=account_id,
+            kind=AccountKind(a["kind"]),
+            currency=a["cur"],
+            plan=a["plan"],
+            status=AccountStatus(a["st"]),
+            credit_limit=int(a["lim"]),
+        )
+        buckets = []
+        for i in range(0, len(bucket_fields), 2):
+            b = msgspec.msgpack.decode(bucket_fields[i + 1])
+            buckets.append(
+                BucketView(
+                    bucket_id=bucket_fields[i].decode(),
+                    service=b["s"],
+                    units=b["n"],
+                    reserved=b["r"],
+                    expires_at_ms=b["e"],
+                    priority=b["p"],
+                )
+            )
+        buckets.sort(key=lambda b: (b.priority, b.expires_at_ms, b.bucket_id))
+        reservations = []
+        for i in range(0, len(session_fields), 2):
+            session_id = session_fields[i].decode()
+            state = wire.decode_session_state(session_fields[i + 1])
+            for item_id, item in sorted(state.it.items()):
+                if item.g or item.rm or item.rb:
+                    reservations.append(
+                        ReservationView(
+                            session_id=session_id,
+                            item=item_id,
+                            service=item.s,
+                            money=item.rm,
+                            units=item.g,
+                            bucket_units=item.rb,
+                            expires_at_ms=state.exp,
+                        )
+                    )
+        return AccountView(
+            account=record,
+            balance=int(a["bal"]),
+            reserved=int(a["rsv"]),
+            buckets=tuple(buckets),
+            reservations=tuple(reservations),
+            counters={f: int(v) for f, v in a.items() if f.startswith("cy:")},
+        )
+
+    # --- identities (not money: plain keys outside the account partitions) ---------------------------
+    async def put_identity(self, kind: str, value: str, account_id: str, secret: str | None = None) -> None:
+        key = self.keys.identity(kind, value)
+        if secret is None:
+            await self._execute("HSET", key, "account", account_id)
+            await self._execute("HDEL", key, "secret")
+        else:
+            await self._execute("HSET", key, "account", account_id, "secret", secret)
+
+    async def resolve_identity(self, kind: str, value: str) -> tuple[str, str | None] | None:
+        """(account_id, secret) for an identity, or None."""
+        account, secret = await self._execute("HMGET", self.keys.identity(kind, value), "account", "secret")
+        if account is None:
+            return None
+        return account.decode(), secret.decode() if secret is not None else None
+
+    async def delete_identity(self, kind: str, value: str) -> None:
+        await self._execute("DEL", self.keys.identity(kind, value))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,5 @@
+import sys
+
+from occ.cli import main
+
+sys.exit(main())

@@ -1,0 +1,157 @@
+"""The one configuration file, decoded into typed frozen settings.
+
+Each package owns the settings slice it consumes (``balance.settings``, ``billing.settings``); this module
+composes the slices from the TOML file, applies environment overrides and turns every decode problem into
+a :class:`ConfigError` that names the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from balance.settings import BalanceSettings, RedisSettings
+from billing.settings import DatabaseSettings
+
+DEFAULT_CONFIG = Path("config/occ.toml")
+
+# Environment variables that override one key each: variable -> dotted key.
+ENV_OVERRIDES: dict[str, str] = {
+    "OCC_REDIS_URL": "redis.url",
+    "OCC_DATABASE_URL": "database.url",
+    "OCC_METRICS_PORT": "metrics.port",
+    "OCC_RUN_DIR": "server.run_dir",
+}
+
+
+class ConfigError(Exception):
+    """The configuration file is unreadable or invalid; the message names file and key."""
+
+
+class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # Directory for the pid file and private service instances; relative paths are relative to the cwd.
+    run_dir: str = "run"
+    log_level: str = "info"
+    # "text" (key=value) or "json" (one object per line)
+    log_format: str = "text"
+    # Seconds a graceful shutdown waits for requests in flight.
+    shutdown_grace_s: float = 10.0
+
+
+class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    listen: str = "127.0.0.1"
+    port: int = 9464
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    balance: BalanceSettings = msgspec.field(default_factory=BalanceSettings)
+
+
+_LOG_LEVELS = {"debug", "info", "warning", "error"}
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The config file to use: the explicit path, else ``$OCC_CONFIG``, else ``config/occ.toml``."""
+    if explicit is not None:
+        return Path(explicit)
+    env = os.environ.get("OCC_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Read, override from the environment, decode and check the configuration file."""
+    file = config_path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    return settings_from_dict(raw, str(file), os.environ if environ is None else environ)
+
+
+def settings_from_dict(
+    raw: dict[str, Any], source: str, environ: dict[str, str] | os._Environ[str]
+) -> Settings:
+    for var, dotted in ENV_OVERRIDES.items():
+        if var in environ:
+            section, key = dotted.split(".")
+            value: Any = environ[var]
+            if key == "port":
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise ConfigError(f"${var}: expected an integer port, got {value!r}") from None
+            raw.setdefault(section, {})[key] = value
+    try:
+        settings = msgspec.convert(raw, Settings, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+    _check(settings, source)
+    return settings
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    """"Expected `int`, got `str` - at `$.metrics.port`" as "metrics.port: expected int, got str"."""
+    text = str(exc)
+    where = ""
+    match = re.search(r" - at `\$\.?([^`]*)`$", text)
+    if match:
+        where = match.group(1)
+        text = text[: match.start()]
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
+    if unknown:
+        key = f"{where}.{unknown.group(1)}" if where else unknown.group(1)
+        return f"{key}: unknown key"
+    missing = re.match(r"Object missing required field `([^`]+)`", text)
+    if missing:
+        key = f"{where}.{missing.group(1)}" if where else missing.group(1)
+        return f"{key}: required key is missing"
+    text = text.replace("`", "")
+    text = text[:1].lower() + text[1:]
+    return f"{where}: {text}" if where else text
+
+
+def _check(s: Settings, source: str) -> None:
+    def fail(key: str, expected: str, got: object) -> None:
+        raise ConfigError(f"{source}: {key}: expected {expected}, got {got!r}")
+
+    if s.server.log_level not in _LOG_LEVELS:
+        fail("server.log_level", "one of " + ", ".join(sorted(_LOG_LEVELS)), s.server.log_level)
+    if s.server.log_format not in ("text", "json"):
+        fail("server.log_format", '"text" or "json"', s.server.log_format)
+    if not 0 < s.metrics.port < 65536:
+        fail("metrics.port", "a port number 1-65535", s.metrics.port)
+    if not s.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        fail("redis.url", "a redis:// URL", s.redis.url)
+    if not 1 <= s.redis.partitions <= 4096:
+        fail("redis.partitions", "an integer 1-4096", s.redis.partitions)
+    if not s.redis.key_prefix or "{" in s.redis.key_prefix or "}" in s.redis.key_prefix:
+        fail("redis.key_prefix", "a non-empty prefix without braces", s.redis.key_prefix)
+    if not s.database.url.startswith(("postgresql://", "postgres://")):
+        fail("database.url", "a postgresql:// URL", s.database.url)
+    if s.balance.reservation_ttl_s <= 0:
+        fail("balance.reservation_ttl_s", "a positive number of seconds", s.balance.reservation_ttl_s)
+    if s.balance.reaper_interval_s <= 0:
+        fail("balance.reaper_interval_s", "a positive number of seconds", s.balance.reaper_interval_s)
+    if s.balance.idempotency_ttl_s <= 0:
+        fail("balance.idempotency_ttl_s", "a positive number of seconds", s.balance.idempotency_ttl_s)
+    for service, units in s.balance.default_grants.items():
+        if units <= 0:
+            fail(f"balance.default_grants.{service}", "a positive number of units", units)
+    for service, units in s.balance.max_grants.items():
+        if units <= 0:
+            fail(f"balance.max_grants.{service}", "a positive number of units", units)
