@@ -224,6 +224,8 @@ class RedisPyLink:
 
         try:
             return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+        except redis.exceptions.NoScriptError as exc:
+            raise ResponseError(f"NOSCRIPT {exc}") from None
         except redis.exceptions.ResponseError as exc:
             raise ResponseError(str(exc)) from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
