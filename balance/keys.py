@@ -5,9 +5,8 @@ account's partition tag, so one script call stays inside one Redis Cluster slot 
 one charge stream and one reaper index in that same slot, which is what lets the script that moves money
 append the charge record in the same atomic step.
 
-    {prefix}:{<p>}:a:<account>          account hash (money, status, plan, tier counters)
-    {prefix}:{<p>}:b:<account>          unit buckets
-    {prefix}:{<p>}:r:<account>          open sessions and their reservations
+    {prefix}:{<p>}:a:<account>          account hash: money, status, plan, unit buckets, open sessions with
+                                        their reservations, tier counters (fields: see balance/lua/lib.lua)
     {prefix}:{<p>}:i:<account>:<key>    stored answer of an idempotency key (TTL)
     {prefix}:{<p>}:x                    reaper index: "<account>|<session>" scored by expiry ms
     {prefix}:{<p>}:c                    charge stream of the partition
@@ -26,8 +25,6 @@ ACCOUNT_ID = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 @dataclass(frozen=True, slots=True)
 class AccountKeys:
     account: str
-    buckets: str
-    sessions: str
     reaper: str
     stream: str
     idempotency_prefix: str
@@ -53,8 +50,6 @@ class KeySpace:
         tag = self._tag(self.partition(account_id))
         return AccountKeys(
             account=f"{tag}:a:{account_id}",
-            buckets=f"{tag}:b:{account_id}",
-            sessions=f"{tag}:r:{account_id}",
             reaper=f"{tag}:x",
             stream=f"{tag}:c",
             idempotency_prefix=f"{tag}:i:{account_id}:",

@@ -69,8 +69,8 @@ class _Protocol(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses but have the same interface
+        self._transport = cast(asyncio.Transport, transport)
         self._watchdog = self._loop.call_later(self._timeout, self._check_stalled)
 
     def data_received(self, data: bytes) -> None:

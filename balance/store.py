@@ -128,8 +128,8 @@ class BalanceStore:
         k = self.keys.account(step.aid)
         status, payload = await self._script(
             scripts.SESSION,
-            (k.account, k.buckets, k.sessions, k.reaper, k.idempotency(step.k), k.stream),
-            (wire.encode(step),),
+            (k.account, k.reaper, k.idempotency(step.k), k.stream),
+            (wire.encode_request(step),),
         )
         if status == Status.OK or status == Status.DUPLICATE:
             return StepApplied(wire.decode_step_reply(payload), status == Status.DUPLICATE)
@@ -144,7 +144,7 @@ class BalanceStore:
     async def event(self, step: wire.EventStep) -> EventApplied | EventNeedsView:
         k = self.keys.account(step.aid)
         status, payload = await self._script(
-            scripts.EVENT, (k.account, k.buckets, k.idempotency(step.k), k.stream), (wire.encode(step),)
+            scripts.EVENT, (k.account, k.idempotency(step.k), k.stream), (wire.encode_request(step),)
         )
         if status == Status.OK or status == Status.DUPLICATE:
             return EventApplied(wire.decode_event_reply(payload), status == Status.DUPLICATE)
@@ -183,7 +183,7 @@ class BalanceStore:
             ref=reference or key,
         )
         status, payload = await self._script(
-            scripts.CREDIT, (k.account, k.idempotency(key), k.stream), (wire.encode(step),)
+            scripts.CREDIT, (k.account, k.idempotency(key), k.stream), (wire.encode_request(step),)
         )
         if status == Status.UNKNOWN_ACCOUNT:
             raise UnknownAccount(account_id)
@@ -206,7 +206,7 @@ class BalanceStore:
                 reaped += int(
                     await self._script(
                         scripts.REAP,
-                        (k.account, k.buckets, k.sessions, k.reaper, k.stream),
+                        (k.account, k.reaper, k.stream),
                         (now_ms, account_id, *sessions),
                     )
                 )
@@ -264,60 +264,55 @@ class BalanceStore:
         """Add a unit bucket; idempotent by bucket_id (False when it already existed)."""
         if bucket.units <= 0:
             raise ValueError("a bucket needs a positive number of units")
-        packed = wire.encode(
-            {
-                "s": bucket.service,
-                "n": bucket.units,
-                "r": 0,
-                "e": to_ms(bucket.expires_at),
-                "p": bucket.priority,
-            }
-        )
         k = self.keys.account(account_id)
-        if not await self.has_account(account_id):
+        added = int(
+            await self._script(
+                scripts.BUCKET,
+                (k.account,),
+                (bucket.bucket_id, bucket.service, bucket.units, to_ms(bucket.expires_at), bucket.priority),
+            )
+        )
+        if added < 0:
             raise UnknownAccount(account_id)
-        return bool(await self._execute("HSETNX", k.buckets, bucket.bucket_id, packed))
+        return added == 1
 
     async def query(self, account_id: str) -> AccountView:
         """One consistent snapshot of money, buckets and open reservations; raises UnknownAccount."""
         k = self.keys.account(account_id)
-        fields, bucket_fields, session_fields = await self._script(
-            scripts.QUERY, (k.account, k.buckets, k.sessions), ()
-        )
-        if not fields:
+        flat = await self._script(scripts.QUERY, (k.account,), ())
+        if not flat:
             raise UnknownAccount(account_id)
-        a = {fields[i].decode(): fields[i + 1].decode() for i in range(0, len(fields), 2)}
+        fields: dict[str, bytes] = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
         record = AccountRecord(
             account_id=account_id,
-            kind=AccountKind(a["kind"]),
-            currency=a["cur"],
-            plan=a["plan"],
-            status=AccountStatus(a["st"]),
-            credit_limit=int(a["lim"]),
+            kind=AccountKind(fields["kind"].decode()),
+            currency=fields["cur"].decode(),
+            plan=fields["plan"].decode(),
+            status=AccountStatus(fields["st"].decode()),
+            credit_limit=int(fields["lim"]),
         )
-        buckets = []
-        for i in range(0, len(bucket_fields), 2):
-            b = msgspec.msgpack.decode(bucket_fields[i + 1])
-            buckets.append(
-                BucketView(
-                    bucket_id=bucket_fields[i].decode(),
-                    service=b["s"],
-                    units=b["n"],
-                    reserved=b["r"],
-                    expires_at_ms=b["e"],
-                    priority=b["p"],
-                )
+        buckets = [
+            BucketView(
+                bucket_id=str(bucket_id),
+                service=b["s"],
+                units=b["n"],
+                reserved=b["r"],
+                expires_at_ms=b["e"],
+                priority=b["p"],
             )
+            for bucket_id, b in wire.mapping(msgspec.msgpack.decode(fields.get("bkt", b"\x80"))).items()
+        ]
         buckets.sort(key=lambda b: (b.priority, b.expires_at_ms, b.bucket_id))
         reservations = []
-        for i in range(0, len(session_fields), 2):
-            session_id = session_fields[i].decode()
-            state = wire.decode_session_state(session_fields[i + 1])
+        for field, value in sorted(fields.items()):
+            if not field.startswith("s:"):
+                continue
+            state = wire.decode_session_state(value)
             for item_id, item in sorted(state.it.items()):
                 if item.g or item.rm or item.rb:
                     reservations.append(
                         ReservationView(
-                            session_id=session_id,
+                            session_id=field[2:],
                             item=item_id,
                             service=item.s,
                             money=item.rm,
@@ -328,11 +323,11 @@ class BalanceStore:
                     )
         return AccountView(
             account=record,
-            balance=int(a["bal"]),
-            reserved=int(a["rsv"]),
+            balance=int(fields["bal"]),
+            reserved=int(fields["rsv"]),
             buckets=tuple(buckets),
             reservations=tuple(reservations),
-            counters={f: int(v) for f, v in a.items() if f.startswith("cy:")},
+            counters={f: int(v) for f, v in fields.items() if f.startswith("cy:")},
         )
 
     # --- identities (not money: plain keys outside the account partitions) ---------------------------

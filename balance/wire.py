@@ -1,4 +1,7 @@
-"""Messages exchanged with the Lua scripts (msgpack). Field names are the scripts' (see lib.lua)."""
+"""Messages exchanged with the Lua scripts. Field names are the scripts' (see lib.lua).
+
+Requests go to Redis as JSON, replies and stored state come back as msgpack.
+"""
 
 from __future__ import annotations
 
@@ -128,8 +131,8 @@ class SessionView(msgspec.Struct, frozen=True):
     counters: dict[str, int]
 
 
-_encoder = msgspec.msgpack.Encoder()
-encode = _encoder.encode
+encode_request = msgspec.json.Encoder().encode
+pack = msgspec.msgpack.Encoder().encode
 _step_reply = msgspec.msgpack.Decoder(StepReply)
 _event_reply = msgspec.msgpack.Decoder(EventReply)
 _credit_reply = msgspec.msgpack.Decoder(CreditReply)
@@ -147,7 +150,7 @@ def decode_credit_reply(data: bytes) -> CreditReply:
     return _credit_reply.decode(data)
 
 
-def _mapping(value: Any) -> dict[Any, Any]:
+def mapping(value: Any) -> dict[Any, Any]:
     # Lua's cmsgpack packs an empty table as an empty array.
     return value if isinstance(value, dict) else {}
 
@@ -162,9 +165,9 @@ def decode_session_state(data: bytes | dict[str, Any]) -> SessionState:
             g=value["g"],
             rm=value["rm"],
             rb=value["rb"],
-            ba={str(b): n for b, n in _mapping(value.get("ba")).items()},
+            ba={str(b): n for b, n in mapping(value.get("ba")).items()},
         )
-        for key, value in _mapping(raw.get("it")).items()
+        for key, value in mapping(raw.get("it")).items()
     }
     return SessionState(v=raw["v"], st=raw["st"], exp=raw["exp"], it=items)
 
@@ -177,9 +180,9 @@ def decode_session_view(data: bytes) -> SessionView:
         session=decode_session_state(session) if isinstance(session, dict) else None,
         plan=raw["plan"],
         status=raw["st"],
-        counters={str(k): int(v) for k, v in _mapping(raw.get("cy")).items()},
+        counters={str(k): int(v) for k, v in mapping(raw.get("cy")).items()},
     )
 
 
 def decode_quotes(data: bytes) -> dict[str, int]:
-    return {str(k): int(v) for k, v in _mapping(msgspec.msgpack.decode(data)).items()}
+    return {str(k): int(v) for k, v in mapping(msgspec.msgpack.decode(data)).items()}

@@ -1,6 +1,6 @@
 -- credit.lua: money into an account (top-up, refund, adjustment) with its charge record.
 -- KEYS[1] account hash   KEYS[2] idempotency key   KEYS[3] charge stream
--- ARGV[1] msgpack request: k, now, ittl, aid, kind (topup|refund|adjustment), m (> 0), s (service or ""),
+-- ARGV[1] JSON request: k, now, ittl, aid, kind (topup|refund|adjustment), m (> 0), s (service or ""),
 --   ref (reference text)
 -- Returns {status, payload}: OK {bal, rsv}; DUPLICATE (first payload); UNKNOWN_ACCOUNT.
 
@@ -8,12 +8,12 @@ local prev = redis.call('GET', KEYS[2])
 if prev then
   return {DUPLICATE, prev}
 end
-local req = cmsgpack.unpack(ARGV[1])
-local acct = load_account(KEYS[1])
-if not acct then
+local req = cjson.decode(ARGV[1])
+local v = redis.call('HMGET', KEYS[1], 'bal', 'rsv')
+if not v[1] then
   return {UNKNOWN_ACCOUNT, ''}
 end
-acct.bal = acct.bal + req.m
-save_money(KEYS[1], acct)
+local acct = {bal = tonumber(v[1]) + req.m, rsv = tonumber(v[2])}
+redis.call('HSET', KEYS[1], 'bal', fmt(acct.bal))
 add_record(KEYS[3], req.k, req.aid, acct, req.kind, {s = req.s, m = req.m, t = req.now, ref = req.ref})
 return finish(KEYS[2], req.ittl, cmsgpack.pack({bal = acct.bal, rsv = acct.rsv}))

@@ -1,24 +1,23 @@
 -- event.lua: a one-time event charged at once (direct debit: SMS, content purchase).
--- KEYS[1] account hash   KEYS[2] bucket hash   KEYS[3] idempotency key   KEYS[4] charge stream
--- ARGV[1] msgpack request: k, now, ittl, aid, plan, s=service, i=item, u=units,
+-- KEYS[1] account hash   KEYS[2] idempotency key   KEYS[3] charge stream
+-- ARGV[1] JSON request: k, now, ittl, aid, plan, s=service, i=item, u=units,
 --   c=bucket units the plan assumed cover u (-1: none assumed, price m is for all u), m=money for u-c
 -- Returns {status, payload}: OK {code, u, bu, m, bal, rsv, lim, st}; NEED_VIEW {plan, st, cover}:
 --   re-price u-cover units with c=cover; DUPLICATE; UNKNOWN_ACCOUNT. When buckets cover all of u
 --   no price is needed and none is asked for.
 -- Money goes below zero only down to the credit limit: an event the balance cannot pay is refused.
 
-local prev = redis.call('GET', KEYS[3])
+local prev = redis.call('GET', KEYS[2])
 if prev then
   return {DUPLICATE, prev}
 end
-local req = cmsgpack.unpack(ARGV[1])
-local acct = load_account(KEYS[1])
+local req = cjson.decode(ARGV[1])
+local acct = load_account(KEYS[1], {})
 if not acct then
   return {UNKNOWN_ACCOUNT, ''}
 end
 local now = req.now
-local buckets = load_buckets(KEYS[2])
-local cover = math.min(req.u, bucket_available(buckets, req.s, now))
+local cover = math.min(req.u, bucket_available(acct.buckets, req.s, now))
 local assumed = req.c < 0 and 0 or req.c
 local money = req.m
 if cover == req.u then
@@ -33,15 +32,14 @@ elseif money > acct.bal + acct.lim then
   res.code = 'NO_MONEY'
 else
   if cover > 0 then
-    local got, alloc = reserve_bucket_units(buckets, req.s, cover, now)
-    consume_bucket_units(buckets, alloc, got)
-    save_buckets(KEYS[2], buckets)
+    local got, alloc = reserve_bucket_units(acct, req.s, cover, now)
+    consume_bucket_units(acct, alloc, got)
   end
   acct.bal = acct.bal - money
-  save_money(KEYS[1], acct)
+  save_account(KEYS[1], acct, nil)
   res.bu, res.m = cover, money
-  add_record(KEYS[4], req.k, req.aid, acct, 'event',
+  add_record(KEYS[3], req.k, req.aid, acct, 'event',
              {s = req.s, i = req.i, u = req.u, bu = cover, m = -money, t = now, f = ''})
 end
 res.bal, res.rsv, res.lim, res.st = acct.bal, acct.rsv, acct.lim, acct.st
-return finish(KEYS[3], req.ittl, cmsgpack.pack(res))
+return finish(KEYS[2], req.ittl, cmsgpack.pack(res))

@@ -1,53 +1,88 @@
 -- lib.lua: prepended to every script of this folder when it is loaded (balance/scripts.py).
 --
+-- Requests arrive as JSON (cjson: readable in SLOWLOG/MONITOR, no NUL bytes); replies and stored
+-- state are msgpack (cmsgpack keeps integers integral, where cjson.encode would print 1e+14).
 -- Money is integer micro-units. Lua numbers are doubles, exact to 2^53; values cross into Redis only
 -- through fmt() (string.format '%d'), never through tostring (which prints 1e+14 and loses digits).
 --
--- Account hash fields: kind (prepaid|postpaid), cur, plan, st (status), lim (credit limit),
---   bal (available money), rsv (money held by reservations), cy:<service>:<cycle> (tier counters).
--- Bucket hash: field bucket id -> msgpack {s=service, n=units left (incl. reserved), r=reserved,
---   e=expiry ms, p=priority}.
--- Session hash: field session id -> msgpack {v=version, st=start ms, exp=expiry ms,
---   it={[item]={s=service, off=units used, pr=raw money rated, g=granted units, rm=reserved money,
---   rb=reserved bucket units, ba={[bucket id]=units}}}}.
--- Charge stream entry fields: id, a (account), k (kind: usage|event|topup|refund|expiry),
+-- Everything about an account lives in ONE hash, so a step reads it with one HMGET and writes it with
+-- one HSET (each redis.call costs several microseconds):
+--   kind (prepaid|postpaid), cur, plan, st (status), lim (credit limit), bal (available money),
+--   rsv (money held by reservations),
+--   bkt: msgpack {[bucket id]={s=service, n=units left (incl. reserved), r=reserved, e=expiry ms, p=priority}},
+--   s:<session>: msgpack {v=version, st=start ms, exp=expiry ms, it={[item]={s=service, off=units used,
+--     pr=raw money rated, g=granted units, rm=reserved money, rb=reserved bucket units, ba={[bucket]=units}}}},
+--   cy:<service>:<cycle>: tier counter (charged units this cycle).
+-- The partition's reaper index (zset "<account>|<session>" -> expiry ms) gets a member when a session is
+-- created; its score may lag behind renewals: the reap script re-checks the session's own expiry.
+-- Charge stream entry fields: id, a (account), k (kind: usage|event|topup|refund|adjustment|expiry),
 --   s (service), i (item), sess, u (units), bu (units taken from buckets), m (signed money moved:
---   debits negative), rel (reserved money released, expiry only), bal, rsv (after), t (ms), f (flags).
+--   debits negative), rel (reserved money released, expiry only), ref, bal, rsv (after), t (ms), f (flags).
 
 local OK, DUPLICATE, NEED_VIEW, NEED_QUOTE, UNKNOWN_ACCOUNT, REFUSED = 0, 1, 2, 3, 4, 5
+local ACCOUNT_FIELDS = {'kind', 'st', 'plan', 'lim', 'bal', 'rsv', 'cur', 'bkt'}
 
 local function fmt(n)
   return string.format('%d', n)
 end
 
-local function load_account(key)
-  local f = redis.call('HMGET', key, 'kind', 'st', 'plan', 'lim', 'bal', 'rsv', 'cur')
-  if not f[1] then
+-- The account's fields plus `extra` fields (session, counters) in one HMGET; nil if there is no account.
+local function load_account(key, extra)
+  local fields = {unpack(ACCOUNT_FIELDS)}
+  for _, f in ipairs(extra) do fields[#fields + 1] = f end
+  local v = redis.call('HMGET', key, unpack(fields))
+  if not v[1] then
     return nil
   end
-  return {kind = f[1], st = f[2], plan = f[3], lim = tonumber(f[4]), bal = tonumber(f[5]),
-          rsv = tonumber(f[6]), cur = f[7]}
-end
-
-local function save_money(key, acct)
-  redis.call('HSET', key, 'bal', fmt(acct.bal), 'rsv', fmt(acct.rsv))
-end
-
--- All buckets of an account, in consumption order: priority, then earliest expiry, then id.
-local function load_buckets(key)
-  local raw = redis.call('HGETALL', key)
-  local out = {}
-  for i = 1, #raw, 2 do
-    local b = cmsgpack.unpack(raw[i + 1])
-    b.id = raw[i]
-    out[#out + 1] = b
+  local acct = {kind = v[1], st = v[2], plan = v[3], lim = tonumber(v[4]), bal = tonumber(v[5]),
+                rsv = tonumber(v[6]), cur = v[7], extra = {}}
+  -- buckets, in consumption order: priority, then earliest expiry, then id
+  local buckets = {}
+  if v[8] then
+    for id, b in pairs(cmsgpack.unpack(v[8])) do
+      b.id = id
+      buckets[#buckets + 1] = b
+    end
+    table.sort(buckets, function(x, y)
+      if x.p ~= y.p then return x.p < y.p end
+      if x.e ~= y.e then return x.e < y.e end
+      return x.id < y.id
+    end)
   end
-  table.sort(out, function(x, y)
-    if x.p ~= y.p then return x.p < y.p end
-    if x.e ~= y.e then return x.e < y.e end
-    return x.id < y.id
-  end)
-  return out
+  acct.buckets = buckets
+  acct.buckets_dirty = false
+  for i, f in ipairs(extra) do acct.extra[f] = v[#ACCOUNT_FIELDS + i] end
+  return acct
+end
+
+-- Field/value pairs that write the account's money (and buckets when they changed) back.
+local function account_writes(acct)
+  local w = {'bal', fmt(acct.bal), 'rsv', fmt(acct.rsv)}
+  if acct.buckets_dirty then
+    local all, any = {}, false
+    for _, b in ipairs(acct.buckets) do
+      if b.n > 0 or b.r > 0 then
+        all[b.id] = {s = b.s, n = b.n, r = b.r, e = b.e, p = b.p}
+        any = true
+      end
+    end
+    if any then
+      w[#w + 1] = 'bkt'
+      w[#w + 1] = cmsgpack.pack(all)
+    else
+      acct.drop_buckets = true
+    end
+  end
+  return w
+end
+
+local function save_account(key, acct, more)
+  local w = account_writes(acct)
+  if more then
+    for _, x in ipairs(more) do w[#w + 1] = x end
+  end
+  redis.call('HSET', key, unpack(w))
+  if acct.drop_buckets then redis.call('HDEL', key, 'bkt') end
 end
 
 local function bucket_index(buckets)
@@ -64,57 +99,40 @@ local function bucket_available(buckets, svc, now)
   return n
 end
 
--- Write back changed buckets; a bucket with nothing left and nothing reserved is removed.
-local function save_buckets(key, buckets)
-  for _, b in ipairs(buckets) do
-    if b.dirty then
-      b.dirty = nil
-      local id = b.id
-      b.id = nil
-      if b.n <= 0 and b.r <= 0 then
-        redis.call('HDEL', key, id)
-      else
-        redis.call('HSET', key, id, cmsgpack.pack(b))
-      end
-      b.id = id
-    end
-  end
-end
-
 -- Give back the bucket units an item holds (reserved, not consumed).
-local function release_bucket_units(by_id, alloc)
+local function release_bucket_units(acct, by_id, alloc)
   for bid, n in pairs(alloc) do
     local b = by_id[bid]
     if b then
       b.r = math.max(0, b.r - n)
-      b.dirty = true
+      acct.buckets_dirty = true
     end
   end
 end
 
 -- Consume up to `units` from an item's allocation (in bucket order) and release the rest.
-local function consume_bucket_units(buckets, alloc, units)
-  for _, b in ipairs(buckets) do
+local function consume_bucket_units(acct, alloc, units)
+  for _, b in ipairs(acct.buckets) do
     local held = alloc[b.id]
     if held then
       local take = math.min(held, units)
       b.n = b.n - take
       b.r = math.max(0, b.r - held)
       units = units - take
-      b.dirty = true
+      acct.buckets_dirty = true
     end
   end
 end
 
 -- Reserve up to `want` units of a service from unexpired buckets; returns units and allocation.
-local function reserve_bucket_units(buckets, svc, want, now)
+local function reserve_bucket_units(acct, svc, want, now)
   local alloc, got = {}, 0
-  for _, b in ipairs(buckets) do
+  for _, b in ipairs(acct.buckets) do
     if got >= want then break end
     if b.s == svc and b.e > now and b.n > b.r then
       local take = math.min(b.n - b.r, want - got)
       b.r = b.r + take
-      b.dirty = true
+      acct.buckets_dirty = true
       alloc[b.id] = take
       got = got + take
     end

@@ -1,5 +1,5 @@
--- query.lua: one consistent snapshot of an account.
--- KEYS[1] account hash   KEYS[2] bucket hash   KEYS[3] session hash
--- Returns {account fields (HGETALL), bucket fields (HGETALL), session fields (HGETALL)}.
+-- query.lua: one consistent snapshot of an account: every field of its hash (money, status, buckets,
+-- sessions, tier counters; see lib.lua).
+-- KEYS[1] account hash
 
-return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+return redis.call('HGETALL', KEYS[1])

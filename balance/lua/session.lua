@@ -1,7 +1,6 @@
 -- session.lua: one credit-control step of a session, every item (rating group) at once.
--- KEYS[1] account hash   KEYS[2] bucket hash   KEYS[3] session hash   KEYS[4] reaper index (zset)
--- KEYS[5] idempotency key   KEYS[6] charge stream
--- ARGV[1] msgpack request:
+-- KEYS[1] account hash   KEYS[2] reaper index (zset)   KEYS[3] idempotency key   KEYS[4] charge stream
+-- ARGV[1] JSON request:
 --   k=idempotency key, now=ms, ttl=reservation ms, ittl=answer replay s, sid=session id, aid=account id,
 --   op="I"|"U"|"T", v=session version the plan was made from, plan=plan name it was rated with,
 --   st=session start ms (new sessions), it=array of items:
@@ -17,19 +16,24 @@
 --   UNKNOWN_ACCOUNT: ""
 -- Nothing is written before every item has been decided, so NEED_* leave no trace.
 
-local prev = redis.call('GET', KEYS[5])
+local prev = redis.call('GET', KEYS[3])
 if prev then
   return {DUPLICATE, prev}
 end
 
-local req = cmsgpack.unpack(ARGV[1])
-local acct = load_account(KEYS[1])
+local req = cjson.decode(ARGV[1])
+local session_field = 's:' .. req.sid
+local extra = {session_field}
+for _, item in ipairs(req.it) do
+  if item.cy ~= '' then extra[#extra + 1] = item.cy end
+end
+local acct = load_account(KEYS[1], extra)
 if not acct then
   return {UNKNOWN_ACCOUNT, ''}
 end
 local now = req.now
 
-local raw_session = redis.call('HGET', KEYS[3], req.sid)
+local raw_session = acct.extra[session_field]
 local session = raw_session and cmsgpack.unpack(raw_session) or nil
 local version = session and session.v or 0
 
@@ -37,21 +41,20 @@ local version = session and session.v or 0
 local stale = (req.v ~= version) or (req.plan ~= acct.plan)
 local counters = {}
 for _, item in ipairs(req.it) do
-  if item.cy ~= '' and counters[item.cy] == nil then
-    counters[item.cy] = tonumber(redis.call('HGET', KEYS[1], item.cy) or '0')
-  end
+  if item.cy ~= '' then counters[item.cy] = tonumber(acct.extra[item.cy] or '0') end
   if item.ce >= 0 and counters[item.cy] ~= item.ce then stale = true end
 end
-if stale then
+local function view()
   return {NEED_VIEW, cmsgpack.pack({v = version, s = session or false, plan = acct.plan, st = acct.st,
                                     cy = counters})}
+end
+if stale then
+  return view()
 end
 
 if not session then
   session = {v = 0, st = req.st, exp = 0, it = {}}
 end
-local buckets = load_buckets(KEYS[2])
-local by_id = bucket_index(buckets)
 local results, records, quotes, need_quote = {}, {}, {}, false
 local terminate = req.op == 'T'
 
@@ -60,9 +63,9 @@ for _, item in ipairs(req.it) do
   -- commit: the old reservation is settled whatever was used (u may be 0)
   local covered = math.min(item.u, st.rb)
   if covered ~= item.c then
-    return {NEED_VIEW, cmsgpack.pack({v = version, s = session, plan = acct.plan, st = acct.st, cy = counters})}
+    return view()
   end
-  consume_bucket_units(buckets, st.ba, covered)
+  consume_bucket_units(acct, st.ba, covered)
   acct.rsv = acct.rsv - st.rm
   acct.bal = acct.bal + st.rm - item.m
   local over = item.u > st.g
@@ -81,9 +84,9 @@ for _, item in ipairs(req.it) do
     if acct.st ~= 'active' then
       res.code = 'DENIED'
     else
-      local in_buckets = bucket_available(buckets, item.s, now)
+      local in_buckets = bucket_available(acct.buckets, item.s, now)
       if in_buckets > 0 then
-        local got, alloc = reserve_bucket_units(buckets, item.s, item.r, now)
+        local got, alloc = reserve_bucket_units(acct, item.s, item.r, now)
         st.g, st.rb, st.ba = got, got, alloc
         res.g, res.gb = got, got
       else
@@ -115,33 +118,39 @@ if need_quote then
 end
 
 local member = req.aid .. '|' .. req.sid
+local writes = {}
+for field, value in pairs(counters) do
+  writes[#writes + 1] = field
+  writes[#writes + 1] = fmt(value)
+end
 if terminate then
   -- release every item of the session, also those the request did not mention
-  for id, st in pairs(session.it) do
+  local by_id = bucket_index(acct.buckets)
+  for _, st in pairs(session.it) do
     if st.rm > 0 or st.rb > 0 then
       acct.rsv = acct.rsv - st.rm
       acct.bal = acct.bal + st.rm
-      release_bucket_units(by_id, st.ba)
+      release_bucket_units(acct, by_id, st.ba)
     end
   end
-  redis.call('HDEL', KEYS[3], req.sid)
-  redis.call('ZREM', KEYS[4], member)
+  if raw_session then
+    redis.call('HDEL', KEYS[1], session_field)
+    redis.call('ZREM', KEYS[2], member)
+  end
 else
   session.v = version + 1
   session.exp = now + req.ttl
-  redis.call('HSET', KEYS[3], req.sid, cmsgpack.pack(session))
-  redis.call('ZADD', KEYS[4], session.exp, member)
+  writes[#writes + 1] = session_field
+  writes[#writes + 1] = cmsgpack.pack(session)
+  if version == 0 then
+    redis.call('ZADD', KEYS[2], session.exp, member)
+  end
 end
-
-save_money(KEYS[1], acct)
-save_buckets(KEYS[2], buckets)
-for field, value in pairs(counters) do
-  redis.call('HSET', KEYS[1], field, fmt(value))
-end
+save_account(KEYS[1], acct, writes)
 for n, rec in ipairs(records) do
-  add_record(KEYS[6], req.k .. ':' .. n, req.aid, acct, 'usage',
+  add_record(KEYS[4], req.k .. ':' .. n, req.aid, acct, 'usage',
              {s = rec.s, i = rec.item, sess = req.sid, u = rec.u, bu = rec.bu, m = rec.m, t = now, f = rec.f})
 end
 
-return finish(KEYS[5], req.ittl, cmsgpack.pack({v = terminate and 0 or session.v, bal = acct.bal,
+return finish(KEYS[3], req.ittl, cmsgpack.pack({v = terminate and 0 or session.v, bal = acct.bal,
   rsv = acct.rsv, lim = acct.lim, st = acct.st, it = results}))
