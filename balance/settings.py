@@ -29,5 +29,5 @@ class BalanceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     default_grants: dict[str, int] = msgspec.field(
         default_factory=lambda: {"voice": 300, "data": 10_485_760, "sms": 1}
     )
-    # Largest grant handed out in one answer, per service; missing services are uncapped.
-    max_grants: dict[str, int] = msgspec.field(default_factory=dict)
+    # Largest grant handed out in one answer, per service; services not listed are uncapped.
+    max_grants: dict[str, int] = msgspec.field(default_factory=lambda: {"data": 104_857_600})

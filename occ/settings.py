@@ -105,7 +105,7 @@ def settings_from_dict(
 
 
 def _describe(exc: msgspec.ValidationError) -> str:
-    """"Expected `int`, got `str` - at `$.metrics.port`" as "metrics.port: expected int, got str"."""
+    """ "Expected `int`, got `str` - at `$.metrics.port`" as "metrics.port: expected int, got str"."""
     text = str(exc)
     where = ""
     match = re.search(r" - at `\$\.?([^`]*)`$", text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from occ.cli import common
 
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == f"occ.cli.{name}":
                 continue  # area not built yet
             raise
-        register: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = module.register
+        register: Callable[[argparse._SubParsersAction[Any]], None] = module.register
         register(sub)
     return parser
 

@@ -1,0 +1,111 @@
+"""The configuration file: every decode problem names the file, the key and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from occ.settings import ConfigError, Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "config" / "occ.toml"
+
+# Keys whose value in the shipped config/occ.toml deliberately differs from the built-in default.
+# balance.max_grants: the file shows a 100 MiB data cap as an example, the code default caps nothing.
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "occ.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(path: Path, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={} if environ is None else environ)
+    return str(info.value)
+
+
+def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, ""), environ={}) == Settings()
+
+
+def test_unknown_key_is_named_with_its_section(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server]\nlog_levl = "debug"\n')
+    message = error_of(path)
+    assert str(path) in message
+    assert "server.log_levl" in message
+    assert "unknown key" in message
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "[radius_typo]\nport = 1812\n"))
+    assert "radius_typo: unknown key" in message
+
+
+def test_wrong_type_names_key_and_expected_type(tmp_path: Path) -> None:
+    path = write(tmp_path, '[metrics]\nport = "9464"\n')
+    message = error_of(path)
+    assert str(path) in message
+    assert "metrics.port" in message
+    assert "expected int" in message
+
+
+def test_port_out_of_range_names_the_allowed_range(tmp_path: Path) -> None:
+    path = write(tmp_path, "[metrics]\nport = 70000\n")
+    message = error_of(path)
+    assert str(path) in message
+    assert "metrics.port" in message
+    assert "1-65535" in message
+    assert "70000" in message
+
+
+def test_bad_value_of_a_checked_key(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, '[server]\nlog_level = "loud"\n'))
+    assert "server.log_level" in message
+    assert "debug, error, info, warning" in message
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    message = error_of(path)
+    assert str(path) in message
+    assert "not found" in message
+
+
+def test_bad_toml_is_reported_with_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server\nlog_level = 'info'\n")
+    message = error_of(path)
+    assert str(path) in message
+    assert "not valid TOML" in message
+    assert "line 1" in message
+
+
+def test_environment_overrides_the_urls(tmp_path: Path) -> None:
+    path = write(tmp_path, '[redis]\nurl = "redis://file:6379/0"\n[database]\nurl = "postgresql://file/db"\n')
+    settings = load_settings(
+        path,
+        environ={
+            "OCC_REDIS_URL": "redis://:secret@env-redis:6380/2",
+            "OCC_DATABASE_URL": "postgresql://occ:secret@env-pg:5433/occ",
+        },
+    )
+    assert settings.redis.url == "redis://:secret@env-redis:6380/2"
+    assert settings.database.url == "postgresql://occ:secret@env-pg:5433/occ"
+
+
+def test_environment_override_is_validated_like_the_file(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, ""), {"OCC_REDIS_URL": "http://not-redis"})
+    assert "redis.url" in message
+    assert "redis:// URL" in message
+
+
+def test_non_numeric_port_override_names_the_variable(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, ""), {"OCC_METRICS_PORT": "ninety"})
+    assert "$OCC_METRICS_PORT" in message
+
+
+def test_shipped_config_decodes_to_the_defaults() -> None:
+    """The shipped file documents every key with its default value."""
+    assert load_settings(SHIPPED, environ={}) == Settings()
