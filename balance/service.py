@@ -191,12 +191,13 @@ class ChargingService:
         account: _AccountView | None,
         quotes: dict[str, int],
     ) -> tuple[wire.SessionStep, tuple[ItemAnswer, ...]]:
+        start = datetime.fromtimestamp(session.st / 1000, UTC)
         plan_name = account.plan if account is not None else ""
-        plan = self.catalog.plan(plan_name, now) if plan_name else None
+        # a session is rated by the plan version in force when it started, to its end
+        plan = self.catalog.plan(plan_name, start) if plan_name else None
         counters = account.counters if account is not None else {}
         items: list[wire.ItemPlan] = []
         skipped: list[ItemAnswer] = []
-        start = datetime.fromtimestamp(session.st / 1000, UTC)
         for item in request.items:
             state = session.it.get(item.item) or wire.ItemState(s=item.service)
             if plan is None:

@@ -18,7 +18,7 @@ from balance.service import ChargingService, EventRequest, SessionAnswer, Sessio
 from balance.settings import BalanceSettings, RedisSettings
 from balance.store import BalanceStore
 from rating_core.tariff import Catalog
-from rating_core.tariff_file import load_tariff_file
+from rating_core.tariff_file import load_tariff_file, parse_tariff
 
 PEAK = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday; London is on UTC in November
 LONDON = "442079460000"
@@ -220,3 +220,46 @@ async def test_two_hundred_concurrent_sessions_never_overdraw_one_account(
     assert view.reserved == 0 and view.reservations == ()
     assert used_minutes == 62
     assert view.balance == opening - used_minutes * 80_000 == 40_000
+
+
+async def test_a_session_is_rated_by_the_plan_version_in_force_when_it_started(store: BalanceStore) -> None:
+    text = """
+timezone = "UTC"
+currency = "EUR"
+[[plan]]
+name = "demo"
+effective_from = "2026-01-01"
+[plan.services.voice]
+unit = "second"
+increments = [60, 60]
+[[plan.services.voice.rates]]
+name = "Any"
+price = "0.10"
+[[plan]]
+name = "demo"
+effective_from = "2026-11-23T10:30:00+00:00"
+[plan.services.voice]
+unit = "second"
+increments = [60, 60]
+[[plan.services.voice.rates]]
+name = "Any"
+price = "0.50"
+"""
+    versions = Catalog(parse_tariff(text, "versions.toml"))
+    service = ChargingService(store, versions, BalanceSettings())
+    await account(store, 50 * EUR)
+    call = UsageItem(item="voice", service="voice", requested=3600)
+    started = SessionRequest(account_id="alice", session_id="long", key="l:0", items=(call,), now=PEAK)
+    await service.initiate(started)
+    later = SessionRequest(
+        account_id="alice",
+        session_id="long",
+        key="l:1",
+        items=(UsageItem(item="voice", service="voice", used=3600),),
+        now=PEAK + timedelta(hours=1),
+    )
+    assert only(await service.terminate(later))[2] == 60 * 100_000  # 60 min at the old 0.10
+    new_call = SessionRequest(
+        account_id="alice", session_id="new", key="n:0", items=(call,), now=PEAK + timedelta(hours=1)
+    )
+    assert (await service.initiate(new_call)).reserved == 60 * 500_000  # a new call: the new version
