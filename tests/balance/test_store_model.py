@@ -1,25 +1,38 @@
 """The Lua money scripts against a plain-Python reference model (hypothesis stateful), on real Redis.
 
-Conservation must hold after every step: balance + open reservations == opening + credits - debits.
+After every step: balance + open reservations == opening + credits - debits (conservation); the charge
+stream accounts for every micro-unit that moved (the debit and its record are one atomic step); unit
+buckets hold what the model says; prepaid reservations never take the balance below zero and postpaid
+ones never below the credit limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import hypothesis.strategies as st
 from hypothesis import settings
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from balance.records import AccountKind, AccountRecord, AccountStatus
+from balance import wire
+from balance.records import AccountKind, AccountRecord, AccountStatus, BucketRecord
 from balance.settings import BalanceSettings, RedisSettings
-from balance.store import BalanceStore, StepApplied, StepNeedsQuote, StepNeedsView
+from balance.store import (
+    BalanceStore,
+    EventApplied,
+    EventNeedsView,
+    StepApplied,
+    StepNeedsQuote,
+    StepNeedsView,
+)
 from tests.balance.helpers import item, step
 from tests.conftest import REDIS_URL
 
 SESSIONS = ("s1", "s2", "s3")
+NOW_MS = 1_800_000_000_000
+NOW = datetime.fromtimestamp(NOW_MS / 1000, UTC)
 ITEMS = ("10", "20")
 money = st.integers(min_value=0, max_value=1_000_000)
 
@@ -35,11 +48,8 @@ class StoreModel(RuleBasedStateMachine):
             BalanceStore.connect(RedisSettings(url=REDIS_URL, key_prefix=self.prefix), BalanceSettings())
         )
         self.limit = 0
-        self.run(
-            self.store.put_account(
-                AccountRecord(account_id="acct", kind=AccountKind.PREPAID, currency="EUR", plan="demo")
-            )
-        )
+        self.sms_units = 0  # unit bucket of the "sms" service
+        self.bucket_count = 0
         self.balance = 0
         self.credits = 0
         self.debits = 0
@@ -48,6 +58,15 @@ class StoreModel(RuleBasedStateMachine):
         self.versions: dict[str, int] = {}
         self.answers: dict[str, object] = {}
         self.counter = 0
+
+    @initialize(postpaid=st.booleans(), limit=st.integers(0, 2_000_000))
+    def open_account(self, postpaid: bool, limit: int) -> None:
+        self.limit = limit if postpaid else 0
+        kind = AccountKind.POSTPAID if postpaid else AccountKind.PREPAID
+        record = AccountRecord(
+            account_id="acct", kind=kind, currency="EUR", plan="demo", credit_limit=self.limit
+        )
+        self.run(self.store.put_account(record))
 
     def run(self, coro):  # type: ignore[no-untyped-def]
         return self.loop.run_until_complete(coro)
@@ -135,6 +154,52 @@ class StoreModel(RuleBasedStateMachine):
         replay = self.run(self.store.session_step(step(key, session, op, version, items)))
         assert isinstance(replay, StepApplied) and replay.duplicate and replay.reply == outcome.reply
 
+    @rule(units=st.integers(1, 3))
+    def add_sms_bucket(self, units: int) -> None:
+        self.bucket_count += 1
+        bucket = BucketRecord(
+            bucket_id=f"b{self.bucket_count}", service="sms", units=units, expires_at=NOW + timedelta(days=1)
+        )
+        assert self.run(self.store.add_bucket("acct", bucket))
+        self.sms_units += units
+
+    @rule(units=st.integers(1, 3), price=st.integers(0, 400_000))
+    def sms_event(self, units: int, price: int) -> None:
+        """Direct debit: buckets first; a partial cover is re-priced for the rest, as the service does."""
+        key = self.key()
+
+        def event(cover: int, money: int) -> wire.EventStep:
+            return wire.EventStep(
+                k=key,
+                now=NOW_MS,
+                ittl=600,
+                aid="acct",
+                plan="demo",
+                s="sms",
+                i="sms",
+                u=units,
+                c=cover,
+                m=money,
+            )
+
+        outcome = self.run(self.store.event(event(-1, price * units)))
+        cover = min(units, self.sms_units)
+        money = 0 if cover == units else price * (units - cover)
+        if 0 < cover < units:
+            assert isinstance(outcome, EventNeedsView) and outcome.cover == cover
+            outcome = self.run(self.store.event(event(cover, money)))
+        assert isinstance(outcome, EventApplied) and not outcome.duplicate
+        if self.status is not AccountStatus.ACTIVE:
+            assert outcome.reply.code == "DENIED"
+        elif money > self.balance + self.limit:
+            assert outcome.reply.code == "NO_MONEY"
+        else:
+            assert (outcome.reply.code, outcome.reply.m, outcome.reply.bu) == ("OK", money, cover)
+            self.sms_units -= cover
+            self.balance -= money
+            self.debits += money
+        assert outcome.reply.bal == self.balance
+
     @rule(session=st.sampled_from(SESSIONS))
     def stale_view_moves_nothing(self, session: str) -> None:
         outcome = self.run(
@@ -170,6 +235,18 @@ class StoreModel(RuleBasedStateMachine):
         assert view.reserved == self.reserved
         assert view.balance + view.reserved == self.credits - self.debits
         assert sum(r.money for r in view.reservations) == view.reserved
+        assert sum(b.units for b in view.buckets if b.service == "sms") == self.sms_units
+
+    @invariant()
+    def every_micro_unit_that_moved_has_its_charge_record(self) -> None:
+        entries = self.run(
+            self.store.link.execute("XRANGE", self.store.keys.account("acct").stream, "-", "+")
+        )
+        moved = 0
+        for _, fields in entries:
+            record = {fields[i]: fields[i + 1] for i in range(0, len(fields), 2)}
+            moved += int(record[b"m"])
+        assert moved == self.credits - self.debits
 
 
 TestStoreModel = StoreModel.TestCase
