@@ -11,6 +11,8 @@ append the charge record in the same atomic step.
     {prefix}:{<p>}:x                    reaper index: "<account>|<session>" scored by expiry ms
     {prefix}:{<p>}:c                    charge stream of the partition
     {prefix}:id:<kind>:<value>          identity -> account (hash: account, secret)
+    {prefix}:so:<session id>            account of a protocol session (Diameter Session-Id, RADIUS)
+    {prefix}:notify                     pub/sub channel: "credit|<account>", "status|<account>|<status>"
 """
 
 from __future__ import annotations
@@ -63,3 +65,10 @@ class KeySpace:
 
     def identity(self, kind: str, value: str) -> str:
         return f"{self.prefix}:id:{kind}:{value}"
+
+    def session_owner(self, session_id: str) -> str:
+        return f"{self.prefix}:so:{session_id}"
+
+    @property
+    def notifications(self) -> str:
+        return f"{self.prefix}:notify"

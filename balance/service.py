@@ -28,6 +28,7 @@ from balance.store import (
     StepApplied,
     StepNeedsQuote,
     StepNeedsView,
+    StepOutOfOrder,
     UnknownAccount,
     to_ms,
 )
@@ -57,6 +58,11 @@ class SessionRequest(msgspec.Struct, frozen=True, kw_only=True):
     started: datetime | None = None  # session start for time-banded rating; default: now at initiate
     # An update or terminate of a session the store does not know starts it (RADIUS interim without start).
     create_missing: bool = False
+    # Position of the request in its session (e.g. CC-Request-Number + 1); a request whose number is not
+    # above the last applied one is refused as OUT_OF_ORDER. None: no ordering.
+    sequence: int | None = None
+    # Seconds the session's reservations live without a further request (default: the store's).
+    ttl_s: int | None = None
 
 
 class ItemAnswer(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,7 +77,7 @@ class ItemAnswer(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SessionAnswer(msgspec.Struct, frozen=True, kw_only=True):
-    result: str  # OK | UNKNOWN_ACCOUNT | UNKNOWN_SESSION | NO_PLAN
+    result: str  # OK | UNKNOWN_ACCOUNT | UNKNOWN_SESSION | NO_PLAN | OUT_OF_ORDER
     items: tuple[ItemAnswer, ...] = ()
     balance: int = 0
     reserved: int = 0
@@ -163,6 +169,9 @@ class ChargingService:
                 answer = self._applied(op, request, step, session, account, outcome, skipped)
                 metrics.CHARGING_REQUESTS.labels(op=op, outcome="ok").inc()
                 return answer
+            if isinstance(outcome, StepOutOfOrder):
+                metrics.CHARGING_REQUESTS.labels(op=op, outcome="out_of_order").inc()
+                return SessionAnswer(result="OUT_OF_ORDER")
             if isinstance(outcome, StepNeedsQuote):
                 metrics.REPLANS.labels(reason="quote").inc()
                 quotes = outcome.available
@@ -213,7 +222,7 @@ class ChargingService:
         step = wire.SessionStep(
             k=request.key,
             now=to_ms(now),
-            ttl=self.settings.reservation_ttl_s * 1000,
+            ttl=(request.ttl_s or self.settings.reservation_ttl_s) * 1000,
             ittl=self.settings.idempotency_ttl_s,
             sid=request.session_id,
             aid=request.account_id,
@@ -222,6 +231,7 @@ class ChargingService:
             plan=plan_name,
             st=session.st,
             it=items,
+            n=request.sequence or 0,
         )
         return step, tuple(skipped)
 

@@ -7,8 +7,9 @@ idempotency key: a repeated key returns the first answer and moves nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,7 +55,11 @@ class StepNeedsQuote(msgspec.Struct, frozen=True):
     available: dict[str, int]  # item -> money the item could still use
 
 
-StepOutcome = StepApplied | StepNeedsView | StepNeedsQuote
+class StepOutOfOrder(msgspec.Struct, frozen=True):
+    """The request's sequence number is not above the session's last one: refused, nothing moved."""
+
+
+StepOutcome = StepApplied | StepNeedsView | StepNeedsQuote | StepOutOfOrder
 
 
 class EventApplied(msgspec.Struct, frozen=True):
@@ -68,6 +73,21 @@ class EventNeedsView(msgspec.Struct, frozen=True):
     cover: int  # bucket units that will cover part of the event
 
 
+class Notification(msgspec.Struct, frozen=True):
+    kind: str  # credit | status
+    account_id: str
+    status: str = ""
+
+    @classmethod
+    def parse(cls, data: bytes) -> Notification | None:
+        parts = data.decode(errors="replace").split("|")
+        if parts[0] == "credit" and len(parts) == 2:
+            return cls(kind="credit", account_id=parts[1])
+        if parts[0] == "status" and len(parts) == 3:
+            return cls(kind="status", account_id=parts[1], status=parts[2])
+        return None
+
+
 def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -77,6 +97,7 @@ class BalanceStore:
         self.link = link
         self.keys = KeySpace(redis.key_prefix, redis.partitions)
         self.settings = balance
+        self._redis = redis
         self._url = redact(redis.url)
 
     @classmethod
@@ -139,6 +160,8 @@ class BalanceStore:
             return StepNeedsQuote(wire.decode_quotes(payload))
         if status == Status.UNKNOWN_ACCOUNT:
             raise UnknownAccount(step.aid)
+        if status == Status.REFUSED:
+            return StepOutOfOrder()
         raise StoreUnavailable(f"session script answered status {status}")
 
     async def event(self, step: wire.EventStep) -> EventApplied | EventNeedsView:
@@ -183,7 +206,9 @@ class BalanceStore:
             ref=reference or key,
         )
         status, payload = await self._script(
-            scripts.CREDIT, (k.account, k.idempotency(key), k.stream), (wire.encode_request(step),)
+            scripts.CREDIT,
+            (k.account, k.idempotency(key), k.stream),
+            (wire.encode_request(step), self.keys.notifications),
         )
         if status == Status.UNKNOWN_ACCOUNT:
             raise UnknownAccount(account_id)
@@ -239,6 +264,8 @@ class BalanceStore:
                 record.status.value,
                 record.credit_limit,
                 balance,
+                self.keys.notifications,
+                record.account_id,
             ),
         )
         return int(result)
@@ -256,7 +283,11 @@ class BalanceStore:
 
     async def set_status(self, account_id: str, status: AccountStatus) -> None:
         k = self.keys.account(account_id)
-        done = await self._script(scripts.ACCOUNT, (k.account,), ("status", "", "", "", status.value, 0, 0))
+        done = await self._script(
+            scripts.ACCOUNT,
+            (k.account,),
+            ("status", "", "", "", status.value, 0, 0, self.keys.notifications, account_id),
+        )
         if int(done) == 0:
             raise UnknownAccount(account_id)
 
@@ -329,6 +360,42 @@ class BalanceStore:
             reservations=tuple(reservations),
             counters={f: int(v) for f, v in fields.items() if f.startswith("cy:")},
         )
+
+    # --- sessions of a protocol front: which account a session id belongs to -------------------------
+    async def put_session_owner(self, session_id: str, account_id: str, ttl_s: int) -> None:
+        await self._execute("SET", self.keys.session_owner(session_id), account_id, "EX", ttl_s)
+
+    async def session_owner(self, session_id: str) -> str | None:
+        owner = await self._execute("GET", self.keys.session_owner(session_id))
+        return None if owner is None else str(owner.decode())
+
+    async def forget_session_owner(self, session_id: str) -> None:
+        await self._execute("DEL", self.keys.session_owner(session_id))
+
+    async def notifications(self) -> AsyncIterator[Notification]:
+        """Credits and status changes as the scripts publish them (for RAR/ASR and Disconnect).
+
+        Runs until cancelled; reconnects after Redis errors. Delivery is at most once: a server that was
+        disconnected learns nothing of what happened meanwhile.
+        """
+        import redis.asyncio as aioredis
+        import redis.exceptions
+
+        while True:
+            client = aioredis.Redis.from_url(self._redis.url.split(",")[0])
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(self.keys.notifications)
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        notice = Notification.parse(message["data"])
+                        if notice is not None:
+                            yield notice
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                await asyncio.sleep(1.0)
+            finally:
+                await client.aclose()
 
     # --- identities (not money: plain keys outside the account partitions) ---------------------------
     async def put_identity(self, kind: str, value: str, account_id: str, secret: str | None = None) -> None:

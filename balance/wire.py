@@ -40,6 +40,7 @@ class SessionStep(msgspec.Struct, frozen=True):
     plan: str
     st: int
     it: list[ItemPlan]
+    n: int = 0  # sequence number of the request in its session (0: unordered)
 
 
 class ItemOutcome(msgspec.Struct, frozen=True):

@@ -3,7 +3,8 @@
 -- ARGV[1] JSON request:
 --   k=idempotency key, now=ms, ttl=reservation ms, ittl=answer replay s, sid=session id, aid=account id,
 --   op="I"|"U"|"T", v=session version the plan was made from, plan=plan name it was rated with,
---   st=session start ms (new sessions), it=array of items:
+--   st=session start ms (new sessions), n=the request's sequence number in its session (0: none; a
+--   number not above the last one applied is refused: a late or reordered request), it=array of items:
 --     {id, s=service, u=used units, cu=charged units, c=bucket units covering u, m=money for u, raw,
 --      r=units to reserve (0: none, -1: nothing affordable), rm=money for r, mn=money of the smallest
 --      grant, nx=money of the next increment after r,
@@ -14,6 +15,7 @@
 --   NEED_VIEW: {v, s=session or false, plan, st, cy={field=value}}: the plan was made from a stale view
 --   NEED_QUOTE: {[item]=money available to that item}: a grant does not fit; price what does
 --   UNKNOWN_ACCOUNT: ""
+--   REFUSED: "order" (sequence number not above the last applied one; nothing moved)
 -- Nothing is written before every item has been decided, so NEED_* leave no trace.
 
 local prev = redis.call('GET', KEYS[3])
@@ -50,6 +52,9 @@ local function view()
 end
 if stale then
   return view()
+end
+if req.n > 0 and session and (session.n or 0) >= req.n then
+  return {REFUSED, 'order'}
 end
 
 if not session then
@@ -140,6 +145,7 @@ if terminate then
 else
   session.v = version + 1
   session.exp = now + req.ttl
+  if req.n > 0 then session.n = req.n end
   writes[#writes + 1] = session_field
   writes[#writes + 1] = cmsgpack.pack(session)
   if version == 0 then

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from balance import wire
@@ -15,8 +17,10 @@ from balance.store import (
     BalanceStore,
     EventApplied,
     EventNeedsView,
+    Notification,
     StepApplied,
     StepNeedsQuote,
+    StepOutOfOrder,
     UnknownAccount,
 )
 from tests.balance.helpers import item, step
@@ -262,3 +266,41 @@ async def test_fast_link_and_redis_py_give_identical_answers(redis_url: str, key
     finally:
         await fast.close()
         await library.close()
+
+
+async def test_a_request_numbered_below_the_last_applied_one_is_refused(store: BalanceStore) -> None:
+    await open_account(store, 1000)
+    first = wire.SessionStep(
+        **{**msgspec.structs.asdict(step("a", "s", "I", 0, [item(reserve=1, reserve_money=10)])), "n": 1}
+    )
+    await applied(store, first)
+    third = wire.SessionStep(
+        **{**msgspec.structs.asdict(step("c", "s", "U", 1, [item(used=1, money=10)])), "n": 3}
+    )
+    await applied(store, third)
+    late = wire.SessionStep(
+        **{**msgspec.structs.asdict(step("b", "s", "U", 2, [item(used=1, money=10)])), "n": 2}
+    )
+    assert isinstance(await store.session_step(late), StepOutOfOrder)
+    assert (await store.query("acct")).balance == 990  # the late request moved nothing
+
+
+async def test_credits_and_status_changes_are_published(store: BalanceStore) -> None:
+    await open_account(store, 0)
+    received: list[Notification] = []
+
+    async def listen() -> None:
+        async for notice in store.notifications():
+            received.append(notice)
+            if len(received) == 2:
+                return
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.2)  # subscribed
+    await store.credit("acct", 500, key="n1", reason="topup", now=NOW)
+    await store.set_status("acct", AccountStatus.SUSPENDED)
+    await asyncio.wait_for(listener, 5)
+    assert received == [
+        Notification(kind="credit", account_id="acct"),
+        Notification(kind="status", account_id="acct", status="suspended"),
+    ]
