@@ -7,7 +7,8 @@ append the charge record in the same atomic step.
 
     {prefix}:{<p>}:a:<account>          account hash: money, status, plan, unit buckets, open sessions with
                                         their reservations, tier counters (fields: see balance/lua/lib.lua)
-    {prefix}:{<p>}:i:<account>:<key>    stored answer of an idempotency key (TTL)
+    {prefix}:{<p>}:i:<account>:<kind>:<key>  stored answer of an idempotency key; kind s:<session> (session
+                                        steps, TTL), e (events, TTL), c (credits, kept for good)
     {prefix}:{<p>}:x                    reaper index: "<account>|<session>" scored by expiry ms
     {prefix}:{<p>}:c                    charge stream of the partition
     {prefix}:id:<kind>:<value>          identity -> account (hash: account, secret)
@@ -31,8 +32,9 @@ class AccountKeys:
     stream: str
     idempotency_prefix: str
 
-    def idempotency(self, key: str) -> str:
-        return self.idempotency_prefix + key
+    def idempotency(self, kind: str, key: str) -> str:
+        """Keys of different kinds of request never collide: a refund is no replay of an event."""
+        return f"{self.idempotency_prefix}{kind}:{key}"
 
 
 class KeySpace:

@@ -47,13 +47,18 @@ class RedisLink(Protocol):
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL (or comma-separated cluster seeds) with every password replaced, for messages and logs."""
+    return ",".join(_redact_one(part) for part in url.split(","))
+
+
+def _redact_one(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:" if parts.username else ":"
-    return parts._replace(netloc=f"{user}***@{netloc}").geturl()
+    authority, slash, path = rest.partition("/")
+    credentials, _, host = authority.rpartition("@")  # the password itself may contain "@"
+    user = credentials.split(":", 1)[0] if ":" in credentials else ""
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 class _Protocol(asyncio.Protocol):
@@ -229,7 +234,9 @@ class RedisPyLink:
         except redis.exceptions.ResponseError as exc:
             raise ResponseError(str(exc)) from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise ConnectionLost(f"Redis at {redact(self._url)}: {exc}") from None
+            raise ConnectionLost(f"Redis at {redact(self._url)}: {redact(str(exc))}") from None
+        except redis.exceptions.RedisError as exc:  # e.g. the cluster client finding no reachable seed
+            raise ConnectionLost(f"Redis at {redact(self._url)}: {redact(str(exc))}") from None
 
     async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         try:

@@ -42,6 +42,8 @@ class Reaper:
                     log.info("reaper returned reservations sessions=%d", reaped)
             except StoreUnavailable as exc:
                 log.warning("reaper sweep failed reason=%s", exc)
+            except Exception:  # a bug must not silently end the sweeps: log it and keep going
+                log.exception("reaper sweep failed unexpectedly")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.interval_s)
 

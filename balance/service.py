@@ -11,6 +11,11 @@ cold cache or a balance running out costs one more. Any worker can take any requ
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import contextlib
+import logging
+import random
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -35,7 +40,15 @@ from balance.store import (
 from rating_core.rating import Usage, price_of, units_for
 from rating_core.tariff import Catalog, NoRate, Plan, Rate, Unit, UnknownPlan
 
-MAX_ATTEMPTS = 5
+log = logging.getLogger("occ.balance.service")
+MAX_ATTEMPTS = 8
+MAX_UNITS = 2**53 - 1  # units of one report or grant: beyond this, Lua's doubles lose integers
+
+
+class InvalidRequest(ValueError):
+    """A request the service refuses before touching the store (negative or duplicate items, ...)."""
+
+
 CACHE_SIZE = 100_000
 
 
@@ -142,6 +155,7 @@ class ChargingService:
         return await self._step("T", request)
 
     async def _step(self, op: str, request: SessionRequest) -> SessionAnswer:
+        _validate(request)
         now = request.now or self.clock()
         sid_key = (request.account_id, request.session_id)
         session = self._sessions.get(sid_key)
@@ -150,15 +164,10 @@ class ChargingService:
             session = wire.SessionState(v=0, st=to_ms(start), exp=0, it={})
         account = self._accounts.get(request.account_id)
         quotes: dict[str, int] = {}
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             if session is None:
                 session = wire.SessionState(v=-1, st=to_ms(request.started or now), exp=0, it={})
-            try:
-                planned = self._plan(op, request, now, session, account, quotes)
-            except UnknownPlan:
-                metrics.CHARGING_REQUESTS.labels(op=op, outcome="no_plan").inc()
-                return SessionAnswer(result="NO_PLAN")
-            step, skipped = planned
+            step = self._plan(op, request, now, session, account, quotes)
             try:
                 outcome = await self.store.session_step(step)
             except UnknownAccount:
@@ -166,7 +175,7 @@ class ChargingService:
                 metrics.CHARGING_REQUESTS.labels(op=op, outcome="unknown_account").inc()
                 return SessionAnswer(result="UNKNOWN_ACCOUNT")
             if isinstance(outcome, StepApplied):
-                answer = self._applied(op, request, step, session, account, outcome, skipped)
+                answer = self._applied(op, request, step, session, account, outcome)
                 metrics.CHARGING_REQUESTS.labels(op=op, outcome="ok").inc()
                 return answer
             if isinstance(outcome, StepOutOfOrder):
@@ -189,6 +198,9 @@ class ChargingService:
                 session = wire.SessionState(v=0, st=to_ms(request.started or now), exp=0, it={})
             else:
                 session = view.session
+            if attempt >= 2:
+                # other sessions of the account keep moving the tier counter: let them pass
+                await asyncio.sleep(random.uniform(0, 0.002 * attempt))
         raise RuntimeError(f"session {request.session_id}: no stable plan after {MAX_ATTEMPTS} attempts")
 
     def _plan(
@@ -199,27 +211,39 @@ class ChargingService:
         session: wire.SessionState,
         account: _AccountView | None,
         quotes: dict[str, int],
-    ) -> tuple[wire.SessionStep, tuple[ItemAnswer, ...]]:
+    ) -> wire.SessionStep:
         start = datetime.fromtimestamp(session.st / 1000, UTC)
-        plan_name = account.plan if account is not None else ""
-        # a session is rated by the plan version in force when it started, to its end
-        plan = self.catalog.plan(plan_name, start) if plan_name else None
-        counters = account.counters if account is not None else {}
+        # a session keeps the plan it started under, in the version in force when it started
+        plan_name = session.plan or (account.plan if account is not None else "")
+        plan: Plan | None = None
+        if plan_name:
+            try:
+                plan = self.catalog.plan(plan_name, start)
+            except UnknownPlan:
+                log.warning(
+                    "no version of plan %r for session %s: usage recorded unrated",
+                    plan_name,
+                    request.session_id,
+                )
+        # tier counters as the items of this request move them, one after the other
+        running = dict(account.counters) if account is not None else {}
         items: list[wire.ItemPlan] = []
-        skipped: list[ItemAnswer] = []
         for item in request.items:
             state = session.it.get(item.item) or wire.ItemState(s=item.service)
-            if plan is None:
-                # Unknown plan (cold cache): a placeholder the script answers with the view.
-                items.append(_placeholder(item, state))
+            if not plan_name:
+                # cold cache: a placeholder the script answers with the view
+                items.append(_unpriced(item, state, ""))
                 continue
-            try:
-                rate = plan.rate_for(item.service, item.destination)
-            except NoRate:
-                skipped.append(ItemAnswer(item=item.item, result="NO_RATE", used=item.used))
+            rate = None
+            if plan is not None:
+                with contextlib.suppress(NoRate):
+                    rate = plan.rate_for(item.service, item.destination)
+            if plan is None or rate is None:
+                # never drop usage: commit it at no price, flagged for re-rating; grant nothing
+                items.append(_unpriced(item, state, "unrated"))
                 continue
-            items.append(self._price_item(op, plan, rate, item, state, start, now, counters, quotes))
-        step = wire.SessionStep(
+            items.append(self._price_item(op, plan, rate, item, state, start, now, running, quotes))
+        return wire.SessionStep(
             k=request.key,
             now=to_ms(now),
             ttl=(request.ttl_s or self.settings.reservation_ttl_s) * 1000,
@@ -233,7 +257,6 @@ class ChargingService:
             it=items,
             n=request.sequence or 0,
         )
-        return step, tuple(skipped)
 
     def _price_item(
         self,
@@ -244,14 +267,14 @@ class ChargingService:
         state: wire.ItemState,
         start: datetime,
         now: datetime,
-        counters: dict[str, int],
+        running: dict[str, int],
         quotes: dict[str, int],
     ) -> wire.ItemPlan:
         timed = plan.unit_of(item.service) is Unit.SECOND
         at = start if timed else now
         tiered = len(rate.tiers) > 1
         counter = f"cy:{item.service}:{now.astimezone(plan.tz):%Y%m}" if tiered else ""
-        cycle_used = counters.get(counter, 0) if tiered else 0
+        cycle_used = running.get(counter, 0) if tiered else 0
 
         # units used since the last report: those covered by reserved bucket units cost nothing
         covered = min(item.used, state.rb)
@@ -270,6 +293,11 @@ class ChargingService:
                 ),
             )
             money, raw, charged_units = rated.amount, rated.raw, rated.charged_units
+        low = high = -1
+        if tiered and charged_units:
+            low, high = tier_range(rate, cycle_used, charged_units)
+        if tiered:
+            running[counter] = cycle_used + charged_units
 
         # the next grant, priced as the continuation of the session
         wanted = 0
@@ -306,6 +334,8 @@ class ChargingService:
                         cycle_used=base.cycle_used + rated_grant.charged_units,
                     ),
                 ).amount
+        if money > MAX_MONEY or reserve_money > MAX_MONEY:
+            raise InvalidRequest(f"item {item.item}: the price exceeds {MAX_MONEY} micro-units")
         return wire.ItemPlan(
             id=item.item,
             s=item.service,
@@ -319,7 +349,8 @@ class ChargingService:
             mn=smallest,
             nx=following,
             cy=counter,
-            ce=cycle_used if tiered else -1,
+            lo=low,
+            hi=high,
         )
 
     def _wanted(self, item: UsageItem) -> int:
@@ -339,7 +370,6 @@ class ChargingService:
         session: wire.SessionState,
         account: _AccountView | None,
         outcome: StepApplied,
-        skipped: tuple[ItemAnswer, ...],
     ) -> SessionAnswer:
         reply = outcome.reply
         sid_key = (request.account_id, request.session_id)
@@ -360,15 +390,18 @@ class ChargingService:
                     rm=p.rm if out.g and not out.gb else 0,
                     rb=out.gb,
                 )
-            self._remember_session(sid_key, wire.SessionState(v=reply.v, st=session.st, exp=0, it=items))
+            self._remember_session(
+                sid_key, wire.SessionState(v=reply.v, st=session.st, exp=0, it=items, plan=step.plan)
+            )
             if account is not None:
                 for p in step.it:
                     if p.cy:
                         account.counters[p.cy] = account.counters.get(p.cy, 0) + p.cu
+        unrated = {p.id for p in step.it if p.fl == "unrated"}
         answers = [
             ItemAnswer(
                 item=out.id,
-                result=out.code,
+                result="NO_RATE" if out.id in unrated else out.code,
                 granted=out.g,
                 from_buckets=out.gb,
                 final=bool(out.fin),
@@ -380,7 +413,7 @@ class ChargingService:
         ]
         return SessionAnswer(
             result="OK",
-            items=(*answers, *skipped),
+            items=tuple(answers),
             balance=reply.bal,
             reserved=reply.rsv,
             status=reply.st,
@@ -406,28 +439,46 @@ class ChargingService:
     # --- one-time events, refunds, queries ------------------------------------------------------
     async def event(self, request: EventRequest) -> EventAnswer:
         """Direct debit of an event (SMS, purchase): buckets first, then money; refused if unaffordable."""
+        if not 1 <= request.units <= MAX_UNITS:
+            raise InvalidRequest(f"an event needs 1..{MAX_UNITS} units, got {request.units}")
         now = request.now or self.clock()
         account = self._accounts.get(request.account_id)
         plan_name = account.plan if account is not None else ""
         cover = -1
         for _ in range(MAX_ATTEMPTS):
-            money = 0
+            money = charged = 0
+            counter = ""
+            low = high = -1
             if plan_name:
                 try:
                     plan = self.catalog.plan(plan_name, now)
-                    rate_usage = Usage(
-                        service=request.service,
-                        quantity=request.units - max(cover, 0),
-                        start=now,
-                        destination=request.destination,
-                        offset=max(cover, 0),
-                    )
-                    plan.rate_for(request.service, request.destination)
+                    rate = plan.rate_for(request.service, request.destination)
                 except UnknownPlan:
                     return EventAnswer(result="NO_PLAN")
                 except NoRate:
                     return EventAnswer(result="NO_RATE")
-                money = price_of(plan, rate_usage).amount if rate_usage.quantity > 0 else 0
+                position = 0
+                if len(rate.tiers) > 1:
+                    counter = f"cy:{request.service}:{now.astimezone(plan.tz):%Y%m}"
+                    position = account.counters.get(counter, 0) if account is not None else 0
+                quantity = request.units - max(cover, 0)
+                if quantity > 0:
+                    rated = price_of(
+                        plan,
+                        Usage(
+                            service=request.service,
+                            quantity=quantity,
+                            start=now,
+                            destination=request.destination,
+                            offset=max(cover, 0),
+                            cycle_used=position,
+                        ),
+                    )
+                    money, charged = rated.amount, rated.charged_units
+                    if counter:
+                        low, high = tier_range(rate, position, charged)
+                if money > MAX_MONEY:
+                    raise InvalidRequest(f"event {request.key}: the price exceeds {MAX_MONEY} micro-units")
             step = wire.EventStep(
                 k=request.key,
                 now=to_ms(now),
@@ -439,6 +490,10 @@ class ChargingService:
                 u=request.units,
                 c=cover,
                 m=money,
+                cy=counter,
+                lo=low,
+                hi=high,
+                cu=charged,
             )
             try:
                 outcome = await self.store.event(step)
@@ -447,6 +502,8 @@ class ChargingService:
                 return EventAnswer(result="UNKNOWN_ACCOUNT")
             if isinstance(outcome, EventApplied):
                 r = outcome.reply
+                if counter and account is not None and r.code == "OK" and r.m and not outcome.duplicate:
+                    account.counters[counter] = account.counters.get(counter, 0) + charged
                 return EventAnswer(
                     result=r.code,
                     charged=r.m,
@@ -457,10 +514,11 @@ class ChargingService:
                 )
             metrics.REPLANS.labels(reason="view").inc()
             plan_name, cover = outcome.plan, outcome.cover
-            known = self._accounts.get(request.account_id)
-            self._remember_account(
-                request.account_id, _AccountView(plan=plan_name, counters=known.counters if known else {})
-            )
+            counters = dict(account.counters) if account is not None else {}
+            if counter:
+                counters[counter] = outcome.counter
+            account = _AccountView(plan=plan_name, counters=counters)
+            self._remember_account(request.account_id, account)
         raise RuntimeError(f"event {request.key}: no stable plan after {MAX_ATTEMPTS} attempts")
 
     def price(self, plan_name: str, usage: Usage, now: datetime | None = None) -> int:
@@ -481,7 +539,8 @@ class ChargingService:
         return await self.store.query(account_id)
 
 
-def _placeholder(item: UsageItem, state: wire.ItemState) -> wire.ItemPlan:
+def _unpriced(item: UsageItem, state: wire.ItemState, flags: str) -> wire.ItemPlan:
+    """An item committed at no price and granted nothing: a placeholder or unrated usage."""
     covered = min(item.used, state.rb)
     return wire.ItemPlan(
         id=item.item,
@@ -496,5 +555,42 @@ def _placeholder(item: UsageItem, state: wire.ItemState) -> wire.ItemPlan:
         mn=0,
         nx=0,
         cy="",
-        ce=-1,
+        lo=-1,
+        hi=-1,
+        fl=flags,
     )
+
+
+def tier_range(rate: Rate, position: int, units: int) -> tuple[int, int]:
+    """Counter positions from which `units` charged units cost what they cost from `position`.
+
+    Within one tier the price does not depend on the exact position, so concurrent sessions moving the
+    counter do not invalidate each other's prices; a piece crossing a tier boundary needs the exact one.
+    """
+    starts = rate.tier_starts
+    index = bisect.bisect_right(starts, position) - 1
+    tier_start = starts[index] if index >= 0 else 0
+    tier_end = starts[index + 1] if index + 1 < len(starts) else None
+    if tier_end is None:
+        return tier_start, MAX_MONEY
+    if position + units <= tier_end:
+        return tier_start, tier_end - units
+    return position, position
+
+
+def _validate(request: SessionRequest) -> None:
+    seen: set[str] = set()
+    for item in request.items:
+        if item.item in seen:
+            raise InvalidRequest(f"item {item.item!r} appears twice in one request")
+        seen.add(item.item)
+        if not 0 <= item.used <= MAX_UNITS:
+            raise InvalidRequest(f"item {item.item!r}: used units {item.used} outside 0..{MAX_UNITS}")
+        if item.requested is not None and not 0 <= item.requested <= MAX_UNITS:
+            raise InvalidRequest(
+                f"item {item.item!r}: requested units {item.requested} outside 0..{MAX_UNITS}"
+            )
+    if request.ttl_s is not None and request.ttl_s <= 0:
+        raise InvalidRequest(f"reservation lifetime must be positive, got {request.ttl_s}")
+    if request.sequence is not None and request.sequence <= 0:
+        raise InvalidRequest(f"sequence numbers start at 1, got {request.sequence}")

@@ -14,8 +14,6 @@ class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     # Accounts are spread over this many hash-tag partitions; each partition lives in one cluster slot
     # and owns one charge stream. Changing it re-homes every account: set it once.
     partitions: int = 16
-    # Upper bound on concurrently pipelined commands per connection.
-    max_in_flight: int = 256
     connect_timeout_s: float = 2.0
 
 
@@ -23,7 +21,11 @@ class BalanceSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     # A reservation not committed or renewed within this many seconds is returned by the reaper.
     reservation_ttl_s: int = 600
     reaper_interval_s: float = 5.0
-    # How long a request's answer is kept for replay of a repeated idempotency key.
+    # How long a session's continuation (units and money so far) outlives its returned reservations, so
+    # a report arriving after the reaper ran is still rated as the same session.
+    session_keep_s: int = 86_400
+    # How long a session step's or event's answer is kept for replay of a repeated idempotency key
+    # (credits keep theirs for good: a bank reference never credits twice).
     idempotency_ttl_s: int = 86_400
     # Units granted when a request asks for none, per service (seconds, bytes or events).
     default_grants: dict[str, int] = msgspec.field(

@@ -42,6 +42,10 @@ class UnknownAccount(Exception):
     """The account does not exist in the live store."""
 
 
+class Refused(ValueError):
+    """The store refused a request as invalid (negative or duplicate items, numbers out of range)."""
+
+
 class StepApplied(msgspec.Struct, frozen=True):
     reply: wire.StepReply
     duplicate: bool
@@ -71,6 +75,7 @@ class EventNeedsView(msgspec.Struct, frozen=True):
     plan: str
     status: str
     cover: int  # bucket units that will cover part of the event
+    counter: int  # the tier counter of the event's service (0 when not asked)
 
 
 class Notification(msgspec.Struct, frozen=True):
@@ -149,7 +154,7 @@ class BalanceStore:
         k = self.keys.account(step.aid)
         status, payload = await self._script(
             scripts.SESSION,
-            (k.account, k.reaper, k.idempotency(step.k), k.stream),
+            (k.account, k.reaper, k.idempotency(f"s:{step.sid}", step.k), k.stream),
             (wire.encode_request(step),),
         )
         if status == Status.OK or status == Status.DUPLICATE:
@@ -161,21 +166,27 @@ class BalanceStore:
         if status == Status.UNKNOWN_ACCOUNT:
             raise UnknownAccount(step.aid)
         if status == Status.REFUSED:
-            return StepOutOfOrder()
+            if payload == b"order":
+                return StepOutOfOrder()
+            raise Refused(f"session step refused: {payload.decode()}")
         raise StoreUnavailable(f"session script answered status {status}")
 
     async def event(self, step: wire.EventStep) -> EventApplied | EventNeedsView:
         k = self.keys.account(step.aid)
         status, payload = await self._script(
-            scripts.EVENT, (k.account, k.idempotency(step.k), k.stream), (wire.encode_request(step),)
+            scripts.EVENT, (k.account, k.idempotency("e", step.k), k.stream), (wire.encode_request(step),)
         )
         if status == Status.OK or status == Status.DUPLICATE:
             return EventApplied(wire.decode_event_reply(payload), status == Status.DUPLICATE)
         if status == Status.NEED_VIEW:
             view = msgspec.msgpack.decode(payload)
-            return EventNeedsView(plan=view["plan"], status=view["st"], cover=view["cover"])
+            return EventNeedsView(
+                plan=view["plan"], status=view["st"], cover=view["cover"], counter=view["cy"]
+            )
         if status == Status.UNKNOWN_ACCOUNT:
             raise UnknownAccount(step.aid)
+        if status == Status.REFUSED:
+            raise Refused(f"event refused: {payload.decode()}")
         raise StoreUnavailable(f"event script answered status {status}")
 
     async def credit(
@@ -198,7 +209,7 @@ class BalanceStore:
         step = wire.CreditStep(
             k=key,
             now=to_ms(now),
-            ittl=self.settings.idempotency_ttl_s,
+            ittl=0,  # kept for good
             aid=account_id,
             kind=reason,
             m=amount,
@@ -207,11 +218,13 @@ class BalanceStore:
         )
         status, payload = await self._script(
             scripts.CREDIT,
-            (k.account, k.idempotency(key), k.stream),
+            (k.account, k.idempotency("c", key), k.stream),
             (wire.encode_request(step), self.keys.notifications),
         )
         if status == Status.UNKNOWN_ACCOUNT:
             raise UnknownAccount(account_id)
+        if status == Status.REFUSED:
+            raise Refused(f"credit refused: the balance would exceed {MAX_MONEY} micro-units")
         reply = wire.decode_credit_reply(payload)
         return CreditResult(balance=reply.bal, duplicate=status == Status.DUPLICATE)
 
@@ -232,7 +245,7 @@ class BalanceStore:
                     await self._script(
                         scripts.REAP,
                         (k.account, k.reaper, k.stream),
-                        (now_ms, account_id, *sessions),
+                        (now_ms, account_id, self.settings.session_keep_s * 1000, *sessions),
                     )
                 )
         if reaped:

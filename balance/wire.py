@@ -25,7 +25,9 @@ class ItemPlan(msgspec.Struct, frozen=True):
     mn: int  # money of the smallest grant
     nx: int  # money of the next increment after r (decides Final-Unit-Indication)
     cy: str  # tier counter field, "" when the rate has no tiers
-    ce: int  # counter value the price assumed, -1 when unused
+    lo: int  # the price holds while the counter (before this item) is in [lo, hi]; -1: no check
+    hi: int
+    fl: str = ""  # flags for the charge record, e.g. "unrated"
 
 
 class SessionStep(msgspec.Struct, frozen=True):
@@ -74,6 +76,10 @@ class EventStep(msgspec.Struct, frozen=True):
     u: int
     c: int
     m: int
+    cy: str = ""  # tier counter field, "" when the rate has no tiers
+    lo: int = -1  # the price holds while the counter is in [lo, hi]; -1: no check
+    hi: int = -1
+    cu: int = 0  # charged units, added to the counter
 
 
 class EventReply(msgspec.Struct, frozen=True):
@@ -120,6 +126,8 @@ class SessionState(msgspec.Struct, frozen=True):
     st: int
     exp: int
     it: dict[str, ItemState]
+    plan: str = ""  # the plan the session started under ("" for a session not stored yet)
+    n: int = 0  # last sequence number applied
 
 
 class SessionView(msgspec.Struct, frozen=True):
@@ -170,7 +178,9 @@ def decode_session_state(data: bytes | dict[str, Any]) -> SessionState:
         )
         for key, value in mapping(raw.get("it")).items()
     }
-    return SessionState(v=raw["v"], st=raw["st"], exp=raw["exp"], it=items)
+    return SessionState(
+        v=raw["v"], st=raw["st"], exp=raw["exp"], it=items, plan=raw.get("plan") or "", n=raw.get("n") or 0
+    )
 
 
 def decode_session_view(data: bytes) -> SessionView:

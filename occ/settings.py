@@ -147,6 +147,8 @@ def _check(s: Settings, source: str) -> None:
         fail("balance.reservation_ttl_s", "a positive number of seconds", s.balance.reservation_ttl_s)
     if s.balance.reaper_interval_s <= 0:
         fail("balance.reaper_interval_s", "a positive number of seconds", s.balance.reaper_interval_s)
+    if s.balance.session_keep_s <= 0:
+        fail("balance.session_keep_s", "a positive number of seconds", s.balance.session_keep_s)
     if s.balance.idempotency_ttl_s <= 0:
         fail("balance.idempotency_ttl_s", "a positive number of seconds", s.balance.idempotency_ttl_s)
     for service, units in s.balance.default_grants.items():

@@ -10,16 +10,18 @@
 --   kind (prepaid|postpaid), cur, plan, st (status), lim (credit limit), bal (available money),
 --   rsv (money held by reservations),
 --   bkt: msgpack {[bucket id]={s=service, n=units left (incl. reserved), r=reserved, e=expiry ms, p=priority}},
---   s:<session>: msgpack {v=version, st=start ms, exp=expiry ms, it={[item]={s=service, off=units used,
+--   s:<session>: msgpack {v=version, st=start ms, exp=expiry ms, n=last sequence number, plan=plan the
+--     session started under, kept=1 once the reaper returned its reservations, it={[item]={s=service, off=units used,
 --     pr=raw money rated, g=granted units, rm=reserved money, rb=reserved bucket units, ba={[bucket]=units}}}},
 --   cy:<service>:<cycle>: tier counter (charged units this cycle).
 -- The partition's reaper index (zset "<account>|<session>" -> expiry ms) gets a member when a session is
 -- created; its score may lag behind renewals: the reap script re-checks the session's own expiry.
--- Charge stream entry fields: id, a (account), k (kind: usage|event|topup|refund|adjustment|expiry),
+-- Charge stream entry fields: id (unique across accounts: starts with the account id), a (account), k (kind: usage|event|topup|refund|adjustment|expiry),
 --   s (service), i (item), sess, u (units), bu (units taken from buckets), m (signed money moved:
 --   debits negative), rel (reserved money released, expiry only), ref, bal, rsv (after), t (ms), f (flags).
 
 local OK, DUPLICATE, NEED_VIEW, NEED_QUOTE, UNKNOWN_ACCOUNT, REFUSED = 0, 1, 2, 3, 4, 5
+local MAX_EXACT = 9007199254740991  -- 2^53 - 1: beyond it doubles lose integers
 local ACCOUNT_FIELDS = {'kind', 'st', 'plan', 'lim', 'bal', 'rsv', 'cur', 'bkt'}
 
 local function fmt(n)
@@ -153,7 +155,13 @@ local function add_record(stream, id, acct_id, acct, kind, fields)
   return redis.call('XADD', unpack(args))
 end
 
+-- Store the answer for replay: ttl seconds, or for good when ttl is 0 (top-ups: a bank reference must
+-- never credit twice, however late it is retried).
 local function finish(idem_key, ttl, payload)
-  redis.call('SET', idem_key, payload, 'EX', ttl)
+  if ttl > 0 then
+    redis.call('SET', idem_key, payload, 'EX', ttl)
+  else
+    redis.call('SET', idem_key, payload)
+  end
   return {OK, payload}
 end

@@ -30,7 +30,8 @@ def item(
         mn=smallest,
         nx=following,
         cy="",
-        ce=-1,
+        lo=-1,
+        hi=-1,
     )
 
 

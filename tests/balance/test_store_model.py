@@ -56,6 +56,7 @@ class StoreModel(RuleBasedStateMachine):
         self.status = AccountStatus.ACTIVE
         self.sessions: dict[str, dict[str, int]] = {}  # session -> item -> reserved money
         self.versions: dict[str, int] = {}
+        self.kept: set[str] = set()  # reaped sessions kept for continuation, not due again yet
         self.answers: dict[str, object] = {}
         self.counter = 0
 
@@ -144,9 +145,11 @@ class StoreModel(RuleBasedStateMachine):
             balance += sum(open_items.values())
             self.sessions.pop(session, None)
             self.versions.pop(session, None)
+            self.kept.discard(session)
         else:
             self.sessions[session] = open_items
             self.versions[session] = version + 1
+            self.kept.discard(session)  # the step renewed its expiry
         self.balance = balance
         assert outcome.reply.bal == self.balance
         assert outcome.reply.rsv == self.reserved
@@ -210,13 +213,21 @@ class StoreModel(RuleBasedStateMachine):
 
     @precondition(lambda self: bool(self.sessions))
     @rule()
-    def reaper_returns_everything(self) -> None:
+    def reaper_returns_expired_reservations(self) -> None:
+        """Due sessions holding money get it back and keep their continuation; the others are deleted."""
         far = datetime.fromtimestamp(1_800_000_000 + 3600, UTC)
         reaped = self.run(self.store.reap(far))
-        assert reaped == len(self.sessions)
-        self.balance += self.reserved
-        self.sessions.clear()
-        self.versions.clear()
+        due = [s for s in self.sessions if s not in self.kept]
+        holding = [s for s in due if any(self.sessions[s].values())]
+        assert reaped == len(holding)
+        for session in due:
+            self.balance += sum(self.sessions[session].values())
+            if session in holding:
+                self.sessions[session] = {}
+                self.kept.add(session)
+            else:
+                del self.sessions[session]
+                self.versions.pop(session, None)
 
     # mostly active, so that reservations happen often enough to meet every other rule
     @rule(
