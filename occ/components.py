@@ -69,9 +69,19 @@ def build_components(settings: Settings) -> list[Component]:
     #   * balance reaper -- returns expired reservations (above).
     #   * charge sink (billing) -- Redis charge streams -> PostgreSQL ledger.
     # Protocol listeners last, so nothing is accepted before the machinery behind it runs:
-    #   * RADIUS auth/accounting (aaa), Diameter Gy/Ro (occ.diameter).
+    #   * RADIUS auth/accounting (aaa), Diameter Gy/Ro (occ.diameter, last: below).
     # --------------------------------------------------------------------------------------------------
+    components.append(_diameter_component())
     return components
+
+
+def _diameter_component() -> Component:
+    """The Diameter listener serving the credit-control application."""
+    from occ.diameter import credit_control
+    from occ.diameter.server import ApplicationFactory, DiameterComponent
+
+    factory = ApplicationFactory(credit_control.build_application, credit_control.reload_application)
+    return DiameterComponent([factory])
 
 
 class ReaperComponent:

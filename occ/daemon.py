@@ -49,7 +49,18 @@ PID_FILE_NAME = "occ.pid"
 # Settings a running daemon cannot adopt: the connections, sockets and files they describe are opened
 # once at startup. A dotted name covers every key below it. The balance slice (grant sizes, TTLs) is
 # read per request, so it is swapped on reload like the tariffs.
-RESTART_ONLY: tuple[str, ...] = ("server.run_dir", "metrics", "redis", "database")
+RESTART_ONLY: tuple[str, ...] = (
+    "server.run_dir",
+    "metrics",
+    "redis",
+    "database",
+    # the Diameter listener's socket and TLS files, and the identity peers exchanged capabilities with
+    "diameter.listen",
+    "diameter.port",
+    "diameter.tls",
+    "diameter.origin_host",
+    "diameter.origin_realm",
+)
 
 # How long one dependency probe of /health and /metrics may take before it counts as a failure.
 PROBE_TIMEOUT_S = 2.0

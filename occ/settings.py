@@ -7,9 +7,11 @@ a :class:`ConfigError` that names the file, the key and what was expected.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import msgspec
 
 from balance.settings import BalanceSettings, RedisSettings
 from billing.settings import DatabaseSettings
+from occ.diameter.settings import DiameterSettings
 
 DEFAULT_CONFIG = Path("config/occ.toml")
 
@@ -54,6 +57,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     balance: BalanceSettings = msgspec.field(default_factory=BalanceSettings)
+    diameter: DiameterSettings = msgspec.field(default_factory=DiameterSettings)
 
 
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
@@ -157,3 +161,36 @@ def _check(s: Settings, source: str) -> None:
     for service, units in s.balance.max_grants.items():
         if units <= 0:
             fail(f"balance.max_grants.{service}", "a positive number of units", units)
+    _check_diameter(s.diameter, fail)
+
+
+def _check_diameter(d: DiameterSettings, fail: Callable[[str, str, object], None]) -> None:
+    if not 0 <= d.port < 65536:
+        fail("diameter.port", "a port number 0-65535 (0: any free port)", d.port)
+    if not d.listen:
+        fail("diameter.listen", "an address to listen on", d.listen)
+    for key, identity in (("origin_host", d.origin_host), ("origin_realm", d.origin_realm)):
+        if not identity or any(c.isspace() for c in identity) or not identity.isascii():
+            fail(f"diameter.{key}", "a DiameterIdentity (FQDN)", identity)
+    for i, address in enumerate(d.host_ip_addresses):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            fail(f"diameter.host_ip_addresses[{i}]", "an IPv4 or IPv6 address", address)
+    for key, value in (("vendor_id", d.vendor_id), ("firmware_revision", d.firmware_revision)):
+        if not 0 <= value <= 0xFFFFFFFF:
+            fail(f"diameter.{key}", "an Unsigned32", value)
+    for i, peer in enumerate(d.allowed_peers):
+        if not peer.host or not peer.realm:
+            fail(f"diameter.allowed_peers[{i}]", 'host and realm patterns ("*": any)', peer)
+    if not d.watchdog_s > 0:
+        fail("diameter.watchdog_s", "a positive number of seconds", d.watchdog_s)
+    if not 20 <= d.max_message_length <= 0xFFFFFF:
+        fail("diameter.max_message_length", "a length of 20-16777215 bytes", d.max_message_length)
+    if d.max_in_flight < 1:
+        fail("diameter.max_in_flight", "a positive number", d.max_in_flight)
+    tls = d.tls
+    if bool(tls.cert_file) != bool(tls.key_file):
+        fail("diameter.tls", "cert_file and key_file together", tls)
+    if tls.ca_file and not tls.cert_file:
+        fail("diameter.tls.ca_file", "cert_file and key_file as well", tls.ca_file)

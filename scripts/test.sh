@@ -14,6 +14,7 @@ source scripts/services.sh
 
 occ_ensure_venv
 occ_ensure_services
+occ_ensure_test_peers
 
 failed=()
 

@@ -79,3 +79,24 @@ def test_checker_sees_every_kind_of_import(tmp_path: Path) -> None:
 
 def test_every_project_package_has_a_rule_or_is_the_top() -> None:
     assert set(FORBIDDEN) | {"occ"} == set(PROJECT)
+
+
+# Sans-IO protocol modules (STYLE.md #1): bytes in, events and bytes out; the transports do the I/O.
+PURE_PROTOCOL_MODULES = (
+    "occ/diameter/codec.py",
+    "occ/diameter/dictionary.py",
+    "occ/diameter/peer.py",
+    "occ/diameter/cc_request.py",
+    "occ/diameter/cc_answer.py",
+)
+
+
+@pytest.mark.parametrize("module", PURE_PROTOCOL_MODULES)
+def test_protocol_codecs_and_state_machines_do_no_io(module: str) -> None:
+    file = REPO / module
+    imports = [
+        f"{module}:{line}: imports {name}"
+        for line, name in imported_modules(file.read_text(encoding="utf-8"), module)
+        if name.split(".")[0] in (*IO_LIBRARIES, "balance", "billing", "aaa")
+    ]
+    assert imports == []

@@ -70,6 +70,7 @@ def config_text(
         f'[metrics]\nlisten = "127.0.0.1"\nport = {port}\n'
         f'[redis]\nurl = "{redis_url}"\nkey_prefix = "{prefix}"\nconnect_timeout_s = 2.0\n'
         f'[database]\nurl = "{database_url}"\nconnect_timeout_s = 3.0\n'
+        f"[diameter]\nport = 0\n"  # any free port: daemons of parallel tests never collide
         f"{extra}"
     )
 

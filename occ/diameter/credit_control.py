@@ -1,0 +1,531 @@
+"""The credit-control application (Application-Id 4): Gy/Ro online charging on the charging service.
+
+A CCR becomes one charging-service call (and so one Lua script call for all its rating groups):
+INITIAL -> initiate, UPDATE -> update, TERMINATION -> terminate, EVENT -> event / refund / balance check /
+price enquiry. The idempotency key is "<Session-Id>;<CC-Request-Number>", so a retransmission (T flag or
+not) gets the first decision replayed — and, answers being deterministic, the same answer content — and
+charges nothing twice. The sequence number is CC-Request-Number + 1, so a late or reordered request is
+refused (5012 DIAMETER_UNABLE_TO_COMPLY) without moving money.
+
+Result codes: unknown subscriber 5030, account not active 4010, no money for a rating group 4012,
+no rate 5031, unknown session 5002, Redis unreachable 3004 DIAMETER_TOO_BUSY (the client then applies
+its Credit-Control-Failure-Handling) — never a silent drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from balance.service import ChargingService, EventRequest, SessionAnswer, SessionRequest, UsageItem
+from balance.store import Notification, StoreUnavailable, UnknownAccount
+from occ.diameter import dictionary as d
+from occ.diameter.application import PeerHandle
+from occ.diameter.cc_answer import (
+    Cost,
+    Grant,
+    abort_session_request,
+    credit_control_answer,
+    error_answer,
+    re_auth_request,
+)
+from occ.diameter.cc_request import CcError, CreditControlRequest, ServiceControl, Units, parse_ccr
+from occ.diameter.cc_settings import CreditControlSettings
+from occ.diameter.codec import Message
+from rating_core.rating import Usage, price_of
+from rating_core.tariff import NoRate, UnknownPlan
+
+if TYPE_CHECKING:
+    from occ.components import DaemonContext
+
+log = logging.getLogger("occ.diameter.cc")
+
+# Subscription-Id-Type -> identity kind of the provisioning CLI (NAI shares the RADIUS user namespace).
+IDENTITY_KINDS = {
+    d.SUBSCRIPTION_ID_TYPE_END_USER_E164: "msisdn",
+    d.SUBSCRIPTION_ID_TYPE_END_USER_IMSI: "imsi",
+    d.SUBSCRIPTION_ID_TYPE_END_USER_SIP_URI: "sip_uri",
+    d.SUBSCRIPTION_ID_TYPE_END_USER_NAI: "radius_user",
+}
+ITEM_RESULTS = {
+    "OK": d.DIAMETER_SUCCESS,
+    "NO_MONEY": d.DIAMETER_CREDIT_LIMIT_REACHED,
+    "DENIED": d.DIAMETER_END_USER_SERVICE_DENIED,
+    "NO_RATE": d.DIAMETER_RATING_FAILED,
+}
+SESSION_RESULTS = {
+    "UNKNOWN_ACCOUNT": d.DIAMETER_USER_UNKNOWN,
+    "UNKNOWN_SESSION": d.DIAMETER_UNKNOWN_SESSION_ID,
+    "OUT_OF_ORDER": d.DIAMETER_UNABLE_TO_COMPLY,
+    "NO_PLAN": d.DIAMETER_RATING_FAILED,
+}
+# ISO 4217 numeric codes for Cost-Information's Currency-Code.
+CURRENCIES = {
+    "EUR": 978, "USD": 840, "GBP": 826, "CHF": 756, "SEK": 752, "NOK": 578, "DKK": 208, "PLN": 985,
+    "CZK": 203, "HUF": 348, "RON": 946, "BGN": 975, "TRY": 949, "RUB": 643, "UAH": 980, "JPY": 392,
+    "CNY": 156, "INR": 356, "BRL": 986, "MXN": 484, "CAD": 124, "AUD": 36, "NZD": 554, "ZAR": 710,
+    "NGN": 566, "KES": 404, "EGP": 818, "AED": 784, "SAR": 682, "IDR": 360, "PHP": 608, "KRW": 410,
+}  # fmt: skip
+# Service-Context-Id (3GPP TS 32.299 §7.1.12: [[ext.]MNC.MCC.release.]<spec>@3gpp.org): the charging
+# specification names the kind of service when the request carries no Service-Information.
+IMS_CONTEXT = "32260"
+SMS_CONTEXT = "32274"
+IDENTITY_CACHE_S = 30.0
+CACHE_SIZE = 100_000
+STOPPING = ("suspended", "blocked", "closed")
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """A session this worker serves: where to send RAR/ASR, and whether it is waiting for money."""
+
+    account_id: str
+    peer: PeerHandle
+    starved: bool = False
+    rar_pending: bool = False
+
+
+@dataclass(slots=True)
+class _Tables:
+    sessions: dict[str, _Tracked] = field(default_factory=dict)
+    by_account: dict[str, set[str]] = field(default_factory=dict)
+
+
+class CreditControlApplication:
+    application_id = d.APP_CREDIT_CONTROL
+    commands = frozenset({d.CMD_CREDIT_CONTROL})
+
+    def __init__(
+        self,
+        charging: ChargingService,
+        settings: CreditControlSettings,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.charging = charging
+        self.store = charging.store
+        self.settings = settings
+        self.clock = clock
+        self._identities: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._units: dict[str, str] = {}
+        self._tables = _Tables()
+        self._listener: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def reload(self, settings: CreditControlSettings) -> None:
+        self.settings = settings
+        self._units.clear()
+
+    def peer_opened(self, peer: PeerHandle) -> None:
+        if self._listener is None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen(), name="cc-notifications")
+
+    def peer_closed(self, peer: PeerHandle) -> None:
+        tables = self._tables
+        for session_id in [s for s, t in tables.sessions.items() if t.peer is peer]:
+            self._untrack(session_id)
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._listener, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._listener = None
+
+    # --- requests -------------------------------------------------------------------------------
+    async def handle(self, request: Message, peer: PeerHandle) -> bytes:
+        try:
+            ccr = parse_ccr(request)
+        except CcError as exc:
+            return self._error(request, peer, exc.result_code, exc.failed_avp, str(exc))
+        try:
+            return await self._serve(request, ccr, peer)
+        except StoreUnavailable as exc:
+            log.warning("credit control refused: store unavailable session=%s reason=%s", ccr.session_id, exc)
+            return self._error(request, peer, d.DIAMETER_TOO_BUSY, None, "charging store unavailable")
+
+    def _error(
+        self, request: Message, peer: PeerHandle, code: int, failed: bytes | None, message: str
+    ) -> bytes:
+        return error_answer(
+            request,
+            origin_host=peer.origin_host,
+            origin_realm=peer.origin_realm,
+            result_code=code,
+            failed_avp=failed,
+            message=message,
+        )
+
+    async def _serve(self, request: Message, ccr: CreditControlRequest, peer: PeerHandle) -> bytes:
+        account_id = await self._account(ccr)
+        if account_id is None:
+            later = ccr.request_type in (
+                d.CC_REQUEST_TYPE_UPDATE_REQUEST,
+                d.CC_REQUEST_TYPE_TERMINATION_REQUEST,
+            )
+            if later and not ccr.subscription_ids:
+                return self._answer(request, ccr, peer, d.DIAMETER_UNKNOWN_SESSION_ID)
+            return self._answer(request, ccr, peer, d.DIAMETER_USER_UNKNOWN)
+        if ccr.request_type == d.CC_REQUEST_TYPE_EVENT_REQUEST:
+            return await self._event(request, ccr, peer, account_id)
+        controls = ccr.controls or (ccr.top or ServiceControl(),)
+        items = tuple(self._item(ccr, control) for control in controls)
+        session_request = SessionRequest(
+            account_id=account_id,
+            session_id=ccr.session_id,
+            key=f"{ccr.session_id};{ccr.request_number}",
+            items=items,
+            now=self.clock(),
+            sequence=ccr.request_number + 1,
+            ttl_s=self.settings.session_timeout_s,
+        )
+        if ccr.request_type == d.CC_REQUEST_TYPE_INITIAL_REQUEST:
+            answer = await self.charging.initiate(session_request)
+            if answer.result == "OK":
+                self._remember_owner(ccr.session_id, account_id)
+        elif ccr.request_type == d.CC_REQUEST_TYPE_UPDATE_REQUEST:
+            answer = await self.charging.update(session_request)
+        else:
+            answer = await self.charging.terminate(session_request)
+            self._forget_owner(ccr.session_id)
+        if answer.result != "OK":
+            return self._answer(
+                request, ccr, peer, SESSION_RESULTS.get(answer.result, d.DIAMETER_UNABLE_TO_COMPLY)
+            )
+        grants = [
+            self._grant(ccr, control, out) for control, out in zip(controls, answer.items, strict=False)
+        ]
+        terminating = ccr.request_type == d.CC_REQUEST_TYPE_TERMINATION_REQUEST
+        if terminating:
+            self._untrack(ccr.session_id)
+        else:
+            starved = any(g.final_action or g.result_code == d.DIAMETER_CREDIT_LIMIT_REACHED for g in grants)
+            self._track(ccr.session_id, account_id, peer, starved)
+        handling = "" if terminating else self.settings.failure_handling
+        result = d.DIAMETER_SUCCESS
+        if not terminating and answer.status != "active":
+            result = d.DIAMETER_END_USER_SERVICE_DENIED
+        if not ccr.controls:
+            # single-service client: the grant and its result are the answer's own
+            top = grants[0] if grants else None
+            if top is not None and result == d.DIAMETER_SUCCESS:
+                result = top.result_code
+            return self._answer(request, ccr, peer, result, top=top, failure_handling=handling)
+        return self._answer(request, ccr, peer, result, grants=grants, failure_handling=handling)
+
+    @staticmethod
+    def _answer(
+        request: Message,
+        ccr: CreditControlRequest,
+        peer: PeerHandle,
+        code: int,
+        *,
+        grants: Sequence[Grant] = (),
+        top: Grant | None = None,
+        cost: Cost | None = None,
+        check_balance: int | None = None,
+        failure_handling: str = "",
+    ) -> bytes:
+        return credit_control_answer(
+            request,
+            ccr,
+            origin_host=peer.origin_host,
+            origin_realm=peer.origin_realm,
+            result_code=code,
+            grants=grants,
+            top=top,
+            cost=cost,
+            check_balance=check_balance,
+            failure_handling=failure_handling,
+        )
+
+    # --- accounts -------------------------------------------------------------------------------
+    async def _account(self, ccr: CreditControlRequest) -> str | None:
+        now = time.monotonic()
+        for sub_type, value in ccr.subscription_ids:
+            kind = IDENTITY_KINDS.get(sub_type)
+            if kind is None:
+                continue
+            cached = self._identities.get((kind, value))
+            if cached is not None and cached[1] > now:
+                return cached[0]
+            found = await self.store.resolve_identity(kind, value)
+            if found is not None:
+                self._identities[(kind, value)] = (found[0], now + IDENTITY_CACHE_S)
+                if len(self._identities) > CACHE_SIZE:
+                    self._identities.popitem(last=False)
+                return found[0]
+        if ccr.subscription_ids and ccr.request_type in (
+            d.CC_REQUEST_TYPE_INITIAL_REQUEST,
+            d.CC_REQUEST_TYPE_EVENT_REQUEST,
+        ):
+            return None
+        owner = self._owners.get(ccr.session_id)
+        if owner is None and ccr.request_type != d.CC_REQUEST_TYPE_INITIAL_REQUEST:
+            owner = await self.store.session_owner(ccr.session_id)
+        return owner
+
+    def _remember_owner(self, session_id: str, account_id: str) -> None:
+        if self._owners.get(session_id) == account_id:
+            return
+        self._owners[session_id] = account_id
+        if len(self._owners) > CACHE_SIZE:
+            self._owners.popitem(last=False)
+        # for another worker taking over the session; this one answers from memory
+        ttl = max(self.settings.session_timeout_s * 4, 86_400)
+        self._spawn(self.store.put_session_owner(session_id, account_id, ttl))
+
+    def _forget_owner(self, session_id: str) -> None:
+        self._owners.pop(session_id, None)
+        self._spawn(self.store.forget_session_owner(session_id))
+
+    def _spawn(self, coro: object) -> None:
+        async def run() -> None:
+            try:
+                await coro  # type: ignore[misc]
+            except StoreUnavailable as exc:
+                log.warning("session index not updated reason=%s", exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- items and grants -----------------------------------------------------------------------
+    def _service(self, ccr: CreditControlRequest, control: ServiceControl) -> str:
+        if control.rating_group is not None:
+            configured = self.settings.rating_groups.get(str(control.rating_group))
+            if configured is not None:
+                return configured.service
+        context = ccr.service_context_id.split("@", 1)[0].split(".")[-1]
+        if ccr.ims or context == IMS_CONTEXT:
+            return self.settings.voice_service
+        if ccr.sms or context == SMS_CONTEXT:
+            return self.settings.sms_service
+        return self.settings.default_service
+
+    def unit_of(self, service: str) -> str:
+        """The unit kind (second, byte, event) the tariff plans give a service."""
+        unit = self._units.get(service)
+        if unit is None:
+            unit = "byte"
+            catalog = self.charging.catalog
+            now = self.clock()
+            for name in catalog.names():
+                try:
+                    unit = str(catalog.plan(name, now).unit_of(service))
+                    break
+                except (NoRate, UnknownPlan):
+                    continue
+            self._units[service] = unit
+        return unit
+
+    @staticmethod
+    def _amount(units: Units, unit: str) -> int | None:
+        if unit == "second":
+            return units.time
+        if unit == "event":
+            return units.specific
+        return units.octets()
+
+    def _item(self, ccr: CreditControlRequest, control: ServiceControl) -> UsageItem:
+        service = self._service(ccr, control)
+        unit = self.unit_of(service)
+        used = sum(self._amount(u, unit) or 0 for u in control.used)
+        requested: int | None
+        if ccr.request_type == d.CC_REQUEST_TYPE_TERMINATION_REQUEST:
+            requested = 0
+        elif control.requested is None:
+            # CCR-I: a grant even without Requested-Service-Unit; later: none unless asked for
+            requested = None if ccr.request_type == d.CC_REQUEST_TYPE_INITIAL_REQUEST else 0
+        else:
+            requested = self._amount(control.requested, unit)  # None (empty RSU): the default grant
+        return UsageItem(
+            item=_item_key(control),
+            service=service,
+            destination=ccr.called_party,
+            used=used,
+            requested=requested,
+        )
+
+    def _grant(self, ccr: CreditControlRequest, control: ServiceControl, out: object) -> Grant:
+        from balance.service import ItemAnswer
+
+        assert isinstance(out, ItemAnswer)
+        service = self._service(ccr, control)
+        configured = (
+            self.settings.rating_groups.get(str(control.rating_group))
+            if control.rating_group is not None
+            else None
+        )
+        final_action = ""
+        if out.final and out.granted:
+            final_action = configured.final_unit_action if configured is not None else "TERMINATE"
+        return Grant(
+            result_code=ITEM_RESULTS.get(out.result, d.DIAMETER_UNABLE_TO_COMPLY),
+            rating_group=control.rating_group,
+            service_identifier=control.service_identifier,
+            unit=self.unit_of(service),
+            granted=out.granted,
+            validity_time=self.settings.validity_time_s,
+            final_action=final_action,
+            redirect_url=configured.redirect_url if configured is not None else "",
+            filter_id=configured.filter_id if configured is not None else "",
+            volume_threshold=self.settings.volume_quota_threshold,
+            time_threshold=self.settings.time_quota_threshold_s,
+            quota_holding_time=self.settings.quota_holding_time_s,
+        )
+
+    # --- events: direct debit, refund, balance check, price enquiry -----------------------------
+    async def _event(
+        self, request: Message, ccr: CreditControlRequest, peer: PeerHandle, account_id: str
+    ) -> bytes:
+        control = ccr.controls[0] if ccr.controls else (ccr.top or ServiceControl())
+        service = self._service(ccr, control)
+        unit = self.unit_of(service)
+        units = 1
+        for source in (control.requested, *control.used):
+            if source is not None and self._amount(source, unit):
+                units = self._amount(source, unit) or 1
+                break
+        key = f"{ccr.session_id};{ccr.request_number}"
+        action = ccr.requested_action
+        top = Grant(result_code=d.DIAMETER_SUCCESS, unit=unit, granted=units)
+        if action == d.REQUESTED_ACTION_DIRECT_DEBITING:
+            event = await self.charging.event(
+                EventRequest(
+                    account_id=account_id,
+                    key=key,
+                    service=service,
+                    units=units,
+                    destination=ccr.called_party,
+                    item=_item_key(control),
+                    now=self.clock(),
+                )
+            )
+            code = SESSION_RESULTS.get(event.result) or ITEM_RESULTS.get(
+                event.result, d.DIAMETER_UNABLE_TO_COMPLY
+            )
+            granted = Grant(result_code=code, unit=unit, granted=units if code == d.DIAMETER_SUCCESS else 0)
+            return self._answer(request, ccr, peer, code, top=granted)
+        # the other actions need the price of the units under the account's plan
+        try:
+            view = await self.charging.balance(account_id)
+        except UnknownAccount:
+            return self._answer(request, ccr, peer, d.DIAMETER_USER_UNKNOWN)
+        now = self.clock()
+        try:
+            plan = self.charging.catalog.plan(view.account.plan, now)
+            usage = Usage(service=service, quantity=units, start=now, destination=ccr.called_party)
+            price = price_of(plan, usage).amount
+        except (UnknownPlan, NoRate):
+            return self._answer(request, ccr, peer, d.DIAMETER_RATING_FAILED)
+        cost = Cost(micro=price, currency=CURRENCIES.get(view.account.currency, 0), unit=service)
+        if action == d.REQUESTED_ACTION_REFUND_ACCOUNT:
+            if price > 0:
+                await self.charging.refund(account_id, price, key=key, service=service, now=now)
+            return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, cost=cost)
+        if action == d.REQUESTED_ACTION_CHECK_BALANCE:
+            enough = view.balance + view.account.credit_limit >= price
+            result = d.CHECK_BALANCE_RESULT_ENOUGH_CREDIT if enough else d.CHECK_BALANCE_RESULT_NO_CREDIT
+            return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, check_balance=result)
+        return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, cost=cost, top=top)
+
+    # --- server-initiated: RAR after a top-up, ASR when the account stops ------------------------
+    def _track(self, session_id: str, account_id: str, peer: PeerHandle, starved: bool) -> None:
+        tables = self._tables
+        tracked = tables.sessions.get(session_id)
+        if tracked is None:
+            tracked = _Tracked(account_id=account_id, peer=peer)
+            tables.sessions[session_id] = tracked
+            tables.by_account.setdefault(account_id, set()).add(session_id)
+        tracked.starved = starved
+        tracked.rar_pending = False
+
+    def _untrack(self, session_id: str) -> None:
+        tables = self._tables
+        tracked = tables.sessions.pop(session_id, None)
+        if tracked is not None:
+            sessions = tables.by_account.get(tracked.account_id)
+            if sessions is not None:
+                sessions.discard(session_id)
+                if not sessions:
+                    del tables.by_account[tracked.account_id]
+
+    async def _listen(self) -> None:
+        async for notice in self.store.notifications():
+            try:
+                await self.notify(notice)
+            except Exception:  # a notification must never stop the listener
+                log.exception("handling a balance notification failed")
+
+    async def notify(self, notice: Notification) -> None:
+        """React to a credit (RAR to starved sessions) or a status change (ASR to every session)."""
+        sessions = list(self._tables.by_account.get(notice.account_id, ()))
+        for session_id in sessions:
+            tracked = self._tables.sessions.get(session_id)
+            if tracked is None or not tracked.peer.is_open:
+                continue
+            if notice.kind == "credit" and tracked.starved and not tracked.rar_pending:
+                tracked.rar_pending = True
+                self._spawn(self._send(session_id, tracked, re_auth_request))
+            elif notice.kind == "status" and notice.status in STOPPING:
+                self._spawn(self._send(session_id, tracked, abort_session_request))
+
+    async def _send(self, session_id: str, tracked: _Tracked, build_request: Callable[..., bytes]) -> None:
+        peer = tracked.peer
+
+        def build(hop_by_hop: int, end_to_end: int) -> bytes:
+            return build_request(
+                session_id,
+                origin_host=peer.origin_host,
+                origin_realm=peer.origin_realm,
+                destination_host=peer.peer_host,
+                destination_realm=peer.peer_realm,
+                hop_by_hop=hop_by_hop,
+                end_to_end=end_to_end,
+            )
+
+        try:
+            answer = await peer.send_request(build, self.settings.request_timeout_s)
+        except (TimeoutError, ConnectionError) as exc:
+            log.warning("no answer to a server-initiated request session=%s reason=%s", session_id, exc)
+            tracked.rar_pending = False
+            return
+        result = answer.find(d.AVP_RESULT_CODE)
+        code = result.u32() if result is not None else 0
+        log.info(
+            "server-initiated request answered session=%s command=%d result=%d", session_id, answer.code, code
+        )
+
+
+def _item_key(control: ServiceControl) -> str:
+    if control.rating_group is not None:
+        return f"rg{control.rating_group}"
+    if control.service_identifier is not None:
+        return f"si{control.service_identifier}"
+    return "default"
+
+
+def build_application(ctx: DaemonContext) -> CreditControlApplication:
+    """The application the daemon's Diameter component serves, on the context's store and tariffs."""
+    charging = ChargingService(ctx.store, ctx.catalog, ctx.settings.balance)
+    return CreditControlApplication(charging, ctx.settings.diameter.credit_control)
+
+
+def reload_application(app: CreditControlApplication, ctx: DaemonContext) -> None:
+    app.charging.reload(ctx.catalog, ctx.settings.balance)
+    app.reload(ctx.settings.diameter.credit_control)
+
+
+__all__ = ["CreditControlApplication", "SessionAnswer", "build_application", "reload_application"]

@@ -1,0 +1,88 @@
+"""Prometheus metrics of the Diameter stack (base protocol and transport), all in this one module.
+
+Commands are labelled by their short request/answer names (``CCR``, ``CEA``...; unknown codes by number).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_NAMES: dict[int, str] = {
+    257: "CE",
+    258: "RA",
+    271: "AC",
+    272: "CC",
+    274: "AS",
+    275: "ST",
+    280: "DW",
+    282: "DP",
+}
+
+
+def request_name(code: int) -> str:
+    # Command codes come from peers: unknown ones share one label, so no peer can grow the label set.
+    name = _NAMES.get(code)
+    return f"{name}R" if name else "other"
+
+
+def answer_name(code: int) -> str:
+    name = _NAMES.get(code)
+    return f"{name}A" if name else "other"
+
+
+REQUESTS = Counter(
+    "occ_diameter_requests",
+    "Diameter requests by command and direction (in: received from peers, out: sent by us).",
+    ["command", "direction"],
+)
+ANSWERS = Counter(
+    "occ_diameter_answers",
+    "Diameter answers by command, Result-Code and direction (out: sent by us, in: received).",
+    ["command", "result_code", "direction"],
+)
+PEERS = Gauge("occ_diameter_peers", "Connections by peer state machine state.", ["state"])
+CONNECTIONS_CLOSED = Counter("occ_diameter_connections_closed", "Connections closed, by reason.", ["reason"])
+DISCARDED = Counter(
+    "occ_diameter_discarded", "Received messages dropped without an answer, by reason.", ["reason"]
+)
+REQUEST_SECONDS = Histogram(
+    "occ_diameter_request_seconds",
+    "Time from an application request's arrival to its answer being written, per command.",
+    ["command"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
+SERVER_REQUEST_FAILURES = Counter(
+    "occ_diameter_server_request_failures",
+    "Server-initiated requests (RAR, ASR) without an answer, by reason (timeout, closed).",
+    ["command", "reason"],
+)
+
+
+# Labelled children, cached: ``labels()`` costs more than the increment on the per-request path.
+_children: dict[tuple[int, int, int, str], Any] = {}
+
+
+def request_in(code: int) -> None:
+    key = (0, code, 0, "in")
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = REQUESTS.labels(request_name(code), "in")
+    child.inc()
+
+
+def answer(code: int, result_code: int | None, direction: str) -> None:
+    key = (1, code, -1 if result_code is None else result_code, direction)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = ANSWERS.labels(answer_name(code), str(result_code), direction)
+    child.inc()
+
+
+def request_seconds(code: int, seconds: float) -> None:
+    key = (2, code, 0, "")
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = REQUEST_SECONDS.labels(request_name(code))
+    child.observe(seconds)
