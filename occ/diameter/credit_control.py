@@ -22,11 +22,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from balance.service import ChargingService, EventRequest, SessionAnswer, SessionRequest, UsageItem
+from balance.service import (
+    ChargingService,
+    EventRequest,
+    InvalidRequest,
+    SessionAnswer,
+    SessionRequest,
+    UsageItem,
+)
 from balance.store import Notification, StoreUnavailable, UnknownAccount
 from occ.diameter import dictionary as d
+from occ.diameter import metrics
 from occ.diameter.application import PeerHandle
 from occ.diameter.cc_answer import (
     Cost,
@@ -80,6 +88,11 @@ SMS_CONTEXT = "32274"
 IDENTITY_CACHE_S = 30.0
 CACHE_SIZE = 100_000
 STOPPING = ("suspended", "blocked", "closed")
+
+
+class Reply(NamedTuple):
+    result_code: int
+    data: bytes
 
 
 @dataclass(slots=True)
@@ -145,29 +158,40 @@ class CreditControlApplication:
 
     # --- requests -------------------------------------------------------------------------------
     async def handle(self, request: Message, peer: PeerHandle) -> bytes:
+        started = time.perf_counter()
         try:
             ccr = parse_ccr(request)
         except CcError as exc:
-            return self._error(request, peer, exc.result_code, exc.failed_avp, str(exc))
+            metrics.CC_REQUESTS.labels(type="invalid", result_code=str(exc.result_code)).inc()
+            return self._error(request, peer, exc.result_code, exc.failed_avp, str(exc)).data
+        kind = metrics.CC_TYPES.get(ccr.request_type, "other")
         try:
-            return await self._serve(request, ccr, peer)
+            answer = await self._serve(request, ccr, peer)
         except StoreUnavailable as exc:
             log.warning("credit control refused: store unavailable session=%s reason=%s", ccr.session_id, exc)
-            return self._error(request, peer, d.DIAMETER_TOO_BUSY, None, "charging store unavailable")
+            answer = self._error(request, peer, d.DIAMETER_TOO_BUSY, None, "charging store unavailable")
+        except InvalidRequest as exc:
+            answer = self._error(request, peer, d.DIAMETER_INVALID_AVP_VALUE, None, str(exc))
+        metrics.CC_SECONDS.labels(type=kind).observe(time.perf_counter() - started)
+        metrics.CC_REQUESTS.labels(type=kind, result_code=str(answer.result_code)).inc()
+        return answer.data
 
     def _error(
         self, request: Message, peer: PeerHandle, code: int, failed: bytes | None, message: str
-    ) -> bytes:
-        return error_answer(
-            request,
-            origin_host=peer.origin_host,
-            origin_realm=peer.origin_realm,
-            result_code=code,
-            failed_avp=failed,
-            message=message,
+    ) -> Reply:
+        return Reply(
+            code,
+            error_answer(
+                request,
+                origin_host=peer.origin_host,
+                origin_realm=peer.origin_realm,
+                result_code=code,
+                failed_avp=failed,
+                message=message,
+            ),
         )
 
-    async def _serve(self, request: Message, ccr: CreditControlRequest, peer: PeerHandle) -> bytes:
+    async def _serve(self, request: Message, ccr: CreditControlRequest, peer: PeerHandle) -> Reply:
         account_id = await self._account(ccr)
         if account_id is None:
             later = ccr.request_type in (
@@ -236,18 +260,21 @@ class CreditControlApplication:
         cost: Cost | None = None,
         check_balance: int | None = None,
         failure_handling: str = "",
-    ) -> bytes:
-        return credit_control_answer(
-            request,
-            ccr,
-            origin_host=peer.origin_host,
-            origin_realm=peer.origin_realm,
-            result_code=code,
-            grants=grants,
-            top=top,
-            cost=cost,
-            check_balance=check_balance,
-            failure_handling=failure_handling,
+    ) -> Reply:
+        return Reply(
+            code,
+            credit_control_answer(
+                request,
+                ccr,
+                origin_host=peer.origin_host,
+                origin_realm=peer.origin_realm,
+                result_code=code,
+                grants=grants,
+                top=top,
+                cost=cost,
+                check_balance=check_balance,
+                failure_handling=failure_handling,
+            ),
         )
 
     # --- accounts -------------------------------------------------------------------------------
@@ -389,7 +416,7 @@ class CreditControlApplication:
     # --- events: direct debit, refund, balance check, price enquiry -----------------------------
     async def _event(
         self, request: Message, ccr: CreditControlRequest, peer: PeerHandle, account_id: str
-    ) -> bytes:
+    ) -> Reply:
         control = ccr.controls[0] if ccr.controls else (ccr.top or ServiceControl())
         service = self._service(ccr, control)
         unit = self.unit_of(service)
@@ -449,6 +476,7 @@ class CreditControlApplication:
             tracked = _Tracked(account_id=account_id, peer=peer)
             tables.sessions[session_id] = tracked
             tables.by_account.setdefault(account_id, set()).add(session_id)
+            metrics.CC_SESSIONS.inc()
         tracked.starved = starved
         tracked.rar_pending = False
 
@@ -456,6 +484,7 @@ class CreditControlApplication:
         tables = self._tables
         tracked = tables.sessions.pop(session_id, None)
         if tracked is not None:
+            metrics.CC_SESSIONS.dec()
             sessions = tables.by_account.get(tracked.account_id)
             if sessions is not None:
                 sessions.discard(session_id)
@@ -496,14 +525,17 @@ class CreditControlApplication:
                 end_to_end=end_to_end,
             )
 
+        command = "RAR" if build_request is re_auth_request else "ASR"
         try:
             answer = await peer.send_request(build, self.settings.request_timeout_s)
         except (TimeoutError, ConnectionError) as exc:
             log.warning("no answer to a server-initiated request session=%s reason=%s", session_id, exc)
+            metrics.CC_SERVER_REQUESTS.labels(command=command, outcome="no_answer").inc()
             tracked.rar_pending = False
             return
         result = answer.find(d.AVP_RESULT_CODE)
         code = result.u32() if result is not None else 0
+        metrics.CC_SERVER_REQUESTS.labels(command=command, outcome=str(code)).inc()
         log.info(
             "server-initiated request answered session=%s command=%d result=%d", session_id, answer.code, code
         )

@@ -86,3 +86,24 @@ def request_seconds(code: int, seconds: float) -> None:
     if child is None:
         child = _children[key] = REQUEST_SECONDS.labels(request_name(code))
     child.observe(seconds)
+
+
+# --- credit-control application ---------------------------------------------------------------------
+CC_TYPES = {1: "initial", 2: "update", 3: "termination", 4: "event"}
+CC_REQUESTS = Counter(
+    "occ_diameter_cc_requests",
+    "Credit-control requests answered, by CC-Request-Type and the answer's Result-Code.",
+    ["type", "result_code"],
+)
+CC_SECONDS = Histogram(
+    "occ_diameter_cc_seconds",
+    "Time from a parsed CCR to its encoded CCA, by CC-Request-Type.",
+    ["type"],
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
+)
+CC_SESSIONS = Gauge("occ_diameter_cc_sessions", "Credit-control sessions open on this worker (for RAR/ASR).")
+CC_SERVER_REQUESTS = Counter(
+    "occ_diameter_cc_server_requests",
+    "Server-initiated requests of the credit-control application (RAR, ASR), by command and outcome.",
+    ["command", "outcome"],
+)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from balance.link import FastLink
 from balance.records import AccountKind, AccountRecord, AccountStatus
@@ -175,10 +176,19 @@ def voice(requested: int | None = None, used: int | None = None) -> MsccSpec:
 LONDON = "tel:+442079460000"
 
 
+def answered(kind: str, code: int) -> float:
+    value = REGISTRY.get_sample_value(
+        "occ_diameter_cc_requests_total", {"type": kind, "result_code": str(code)}
+    )
+    return value or 0.0
+
+
 async def test_a_voice_call_is_granted_charged_and_closed_to_the_micro_unit(
     gateway: Gateway, store: BalanceStore
 ) -> None:
+    initial_ok = answered("initial", 2001)
     cca = await gateway.ccr("call-1", INITIAL, msccs=[voice(300)], called=LONDON)
+    assert answered("initial", 2001) == initial_ok + 1
     assert result(cca) == d.DIAMETER_SUCCESS
     (m,) = msccs(cca)
     assert (result(m), granted(m, d.AVP_CC_TIME)) == (d.DIAMETER_SUCCESS, 300)
