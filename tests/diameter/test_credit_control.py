@@ -418,3 +418,17 @@ def test_answers_list_the_mscc_avps_in_the_order_rfc_4006_gives() -> None:
     codes = [a.code for a in message.avps[0].grouped()]
     assert codes == [d.AVP_GRANTED_SERVICE_UNIT, d.AVP_VALIDITY_TIME, d.AVP_RATING_GROUP, d.AVP_RESULT_CODE]
     assert find_all(message.avps, d.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL)
+
+
+async def test_a_session_silent_longer_than_tcc_has_its_reservation_returned(
+    gateway: Gateway, store: BalanceStore
+) -> None:
+    from datetime import timedelta
+
+    await gateway.ccr("quiet", INITIAL, msccs=[voice(300)], called=LONDON)
+    assert (await store.query("alice")).reserved == 400_000
+    # Tcc (session_timeout_s) is 600 s here: the reaper leaves the session alone before, returns it after
+    assert await store.reap(PEAK + timedelta(seconds=590)) == 0
+    assert await store.reap(PEAK + timedelta(seconds=610)) == 1
+    view = await store.query("alice")
+    assert (view.balance, view.reserved) == (10 * EUR, 0)
