@@ -85,6 +85,7 @@ class ItemAnswer(msgspec.Struct, frozen=True, kw_only=True):
     from_buckets: int = 0
     final: bool = False  # the last grant the balance affords: Final-Unit-Indication
     charged: int = 0  # money for the used units
+    reserved: int = 0  # money held for the granted units (0 when buckets hold them)
     used: int = 0
     overuse: bool = False  # more used than granted: charged anyway
 
@@ -398,6 +399,7 @@ class ChargingService:
                     if p.cy:
                         account.counters[p.cy] = account.counters.get(p.cy, 0) + p.cu
         unrated = {p.id for p in step.it if p.fl == "unrated"}
+        planned_money = {p.id: p.rm for p in step.it}
         answers = [
             ItemAnswer(
                 item=out.id,
@@ -406,6 +408,7 @@ class ChargingService:
                 from_buckets=out.gb,
                 final=bool(out.fin),
                 charged=out.m,
+                reserved=planned_money[out.id] if out.g and not out.gb else 0,
                 used=out.u,
                 overuse=bool(out.over),
             )

@@ -103,6 +103,8 @@ class _Tracked:
     peer: PeerHandle
     starved: bool = False
     rar_pending: bool = False
+    # item -> (service, units granted, money reserved): what the session holds, for the gauges
+    held: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -235,7 +237,11 @@ class CreditControlApplication:
             self._untrack(ccr.session_id)
         else:
             starved = any(g.final_action or g.result_code == d.DIAMETER_CREDIT_LIMIT_REACHED for g in grants)
-            self._track(ccr.session_id, account_id, peer, starved)
+            held = {
+                out.item: (item.service, out.granted, out.reserved)
+                for item, out in zip(items, answer.items, strict=False)
+            }
+            self._track(ccr.session_id, account_id, peer, starved, held)
         handling = "" if terminating else self.settings.failure_handling
         result = d.DIAMETER_SUCCESS
         if not terminating and answer.status != "active":
@@ -469,7 +475,14 @@ class CreditControlApplication:
         return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, cost=cost, top=top)
 
     # --- server-initiated: RAR after a top-up, ASR when the account stops ------------------------
-    def _track(self, session_id: str, account_id: str, peer: PeerHandle, starved: bool) -> None:
+    def _track(
+        self,
+        session_id: str,
+        account_id: str,
+        peer: PeerHandle,
+        starved: bool,
+        held: dict[str, tuple[str, int, int]],
+    ) -> None:
         tables = self._tables
         tracked = tables.sessions.get(session_id)
         if tracked is None:
@@ -479,12 +492,16 @@ class CreditControlApplication:
             metrics.CC_SESSIONS.inc()
         tracked.starved = starved
         tracked.rar_pending = False
+        _count_held(tracked.held, -1)
+        tracked.held.update(held)
+        _count_held(tracked.held, +1)
 
     def _untrack(self, session_id: str) -> None:
         tables = self._tables
         tracked = tables.sessions.pop(session_id, None)
         if tracked is not None:
             metrics.CC_SESSIONS.dec()
+            _count_held(tracked.held, -1)
             sessions = tables.by_account.get(tracked.account_id)
             if sessions is not None:
                 sessions.discard(session_id)
@@ -539,6 +556,14 @@ class CreditControlApplication:
         log.info(
             "server-initiated request answered session=%s command=%d result=%d", session_id, answer.code, code
         )
+
+
+def _count_held(held: dict[str, tuple[str, int, int]], sign: int) -> None:
+    for service, units, money in held.values():
+        if units:
+            metrics.CC_RESERVED_UNITS.labels(service=service).inc(sign * units)
+        if money:
+            metrics.CC_RESERVED_MONEY.inc(sign * money)
 
 
 def _item_key(control: ServiceControl) -> str:

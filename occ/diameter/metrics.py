@@ -107,3 +107,12 @@ CC_SERVER_REQUESTS = Counter(
     "Server-initiated requests of the credit-control application (RAR, ASR), by command and outcome.",
     ["command", "outcome"],
 )
+CC_RESERVED_MONEY = Gauge(
+    "occ_diameter_cc_reserved_money_micro",
+    "Money (micro-units, all currencies together) held by the grants of this worker's open sessions.",
+)
+CC_RESERVED_UNITS = Gauge(
+    "occ_diameter_cc_reserved_units",
+    "Units (seconds, bytes or events) granted to this worker's open sessions, by service.",
+    ["service"],
+)

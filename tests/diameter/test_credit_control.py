@@ -183,10 +183,17 @@ def answered(kind: str, code: int) -> float:
     return value or 0.0
 
 
+def held() -> tuple[float, float]:
+    money = REGISTRY.get_sample_value("occ_diameter_cc_reserved_money_micro") or 0.0
+    seconds = REGISTRY.get_sample_value("occ_diameter_cc_reserved_units", {"service": "voice"}) or 0.0
+    return money, seconds
+
+
 async def test_a_voice_call_is_granted_charged_and_closed_to_the_micro_unit(
     gateway: Gateway, store: BalanceStore
 ) -> None:
     initial_ok = answered("initial", 2001)
+    money_held, seconds_held = held()
     cca = await gateway.ccr("call-1", INITIAL, msccs=[voice(300)], called=LONDON)
     assert answered("initial", 2001) == initial_ok + 1
     assert result(cca) == d.DIAMETER_SUCCESS
@@ -194,10 +201,12 @@ async def test_a_voice_call_is_granted_charged_and_closed_to_the_micro_unit(
     assert (result(m), granted(m, d.AVP_CC_TIME)) == (d.DIAMETER_SUCCESS, 300)
     assert find(m.grouped(), d.AVP_VALIDITY_TIME).u32() == 900  # type: ignore[union-attr]
     assert (await store.query("alice")).reserved == 400_000  # 5 min at 0.08
+    assert held() == (money_held + 400_000, seconds_held + 300)  # what /metrics shows as held
     cca = await gateway.ccr("call-1", UPDATE, msccs=[voice(300, used=125)], called=LONDON)
     assert granted(msccs(cca)[0], d.AVP_CC_TIME) == 300
     cca = await gateway.ccr("call-1", TERMINATE, msccs=[voice(used=35)], called=LONDON)
     assert result(cca) == d.DIAMETER_SUCCESS and granted(msccs(cca)[0], d.AVP_CC_TIME) is None
+    assert held() == (money_held, seconds_held)
     view = await store.query("alice")
     # 160 s -> 3 started minutes = 0.24
     assert (view.balance, view.reserved) == (10 * EUR - 240_000, 0)
