@@ -117,7 +117,8 @@ def _step(session: str, key: str) -> wire.SessionStep:
         mn=80_000,
         nx=80_000,
         cy="",
-        ce=-1,
+        lo=-1,
+        hi=-1,
     )
     now = int(PEAK.timestamp() * 1000)
     return wire.SessionStep(
