@@ -173,14 +173,14 @@ class ChargingService:
                 outcome = await self.store.session_step(step)
             except UnknownAccount:
                 self._forget(sid_key, request.account_id)
-                metrics.CHARGING_REQUESTS.labels(op=op, outcome="unknown_account").inc()
+                metrics.charging_requests(op, "unknown_account").inc()
                 return SessionAnswer(result="UNKNOWN_ACCOUNT")
             if isinstance(outcome, StepApplied):
                 answer = self._applied(op, request, step, session, account, outcome)
-                metrics.CHARGING_REQUESTS.labels(op=op, outcome="ok").inc()
+                metrics.charging_requests(op, "ok").inc()
                 return answer
             if isinstance(outcome, StepOutOfOrder):
-                metrics.CHARGING_REQUESTS.labels(op=op, outcome="out_of_order").inc()
+                metrics.charging_requests(op, "out_of_order").inc()
                 return SessionAnswer(result="OUT_OF_ORDER")
             if isinstance(outcome, StepNeedsQuote):
                 metrics.REPLANS.labels(reason="quote").inc()

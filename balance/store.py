@@ -145,7 +145,7 @@ class BalanceStore:
         except RedisError as exc:
             metrics.REDIS_ERRORS.labels(kind="reply").inc()
             raise StoreUnavailable(f"Redis failed script {script.name}: {exc}") from None
-        metrics.SCRIPT_SECONDS.labels(script=script.name).observe(time.perf_counter() - started)
+        metrics.script_seconds(script.name).observe(time.perf_counter() - started)
         return reply
 
     # --- money scripts -------------------------------------------------------------------------

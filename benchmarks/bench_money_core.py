@@ -175,7 +175,7 @@ def redis_benchmark(url: str, store: BalanceStore, concurrency: int, pipeline: i
     """redis-benchmark EVALSHA of the session script with the store's own keys and arguments."""
     k = store.keys.account(ACCOUNT)
     blob = wire.encode_request(_step(f"s{PLACEHOLDER}", f"k{PLACEHOLDER}"))
-    keys = [k.account, k.reaper, k.idempotency(f"k{PLACEHOLDER}"), k.stream]
+    keys = [k.account, k.reaper, k.idempotency(f"s:s{PLACEHOLDER}", f"k{PLACEHOLDER}"), k.stream]
     parts = urlsplit(url)
     cmd = [
         "redis-benchmark",

@@ -179,45 +179,71 @@ def _service_information(avp: Avp) -> tuple[str, bool, bool]:
     return called, ims, sms
 
 
+def _index(avps: Sequence[Avp]) -> tuple[dict[tuple[int, int], Avp], dict[tuple[int, int], list[Avp]]]:
+    """One pass over the AVPs: the first of each (code, vendor), and all of the repeated kinds we read;
+    an unknown AVP with the M bit is refused on the way (5001)."""
+    first: dict[tuple[int, int], Avp] = {}
+    repeated: dict[tuple[int, int], list[Avp]] = {}
+    for avp in avps:
+        key = (avp.code, avp.vendor)
+        if key not in _KNOWN and avp.mandatory:
+            raise CcError(d.DIAMETER_AVP_UNSUPPORTED, f"unknown AVP {avp.code} with the M bit", avp.encoded())
+        first.setdefault(key, avp)
+        if key in _REPEATED:
+            repeated.setdefault(key, []).append(avp)
+    return first, repeated
+
+
+_REPEATED = frozenset(
+    {
+        (d.AVP_SUBSCRIPTION_ID, 0),
+        (d.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, 0),
+        (d.AVP_PROXY_INFO, 0),
+    }
+)
+_REQUEST_TYPES = frozenset(
+    {
+        d.CC_REQUEST_TYPE_INITIAL_REQUEST,
+        d.CC_REQUEST_TYPE_UPDATE_REQUEST,
+        d.CC_REQUEST_TYPE_TERMINATION_REQUEST,
+        d.CC_REQUEST_TYPE_EVENT_REQUEST,
+    }
+)
+_ACTIONS = frozenset(
+    {
+        d.REQUESTED_ACTION_DIRECT_DEBITING,
+        d.REQUESTED_ACTION_REFUND_ACCOUNT,
+        d.REQUESTED_ACTION_CHECK_BALANCE,
+        d.REQUESTED_ACTION_PRICE_ENQUIRY,
+    }
+)
+
+
 def parse_ccr(message: Message) -> CreditControlRequest:
-    """The typed request; raises CcError (or the codec's AvpError) with the answer's Result-Code."""
-    avps = message.avps
+    """The typed request; raises CcError with the answer's Result-Code (and Failed-AVP)."""
     try:
-        session = find(avps, d.AVP_SESSION_ID)
+        first, repeated = _index(message.avps)
+        session = first.get((d.AVP_SESSION_ID, 0))
         if session is None:
             raise missing(d.AVP_SESSION_ID, "Session-Id")
         for code, name in _REQUIRED:
-            if find(avps, code) is None:
+            if (code, 0) not in first:
                 raise missing(code, name)
-        _check_known(avps)
-        app = find(avps, d.AVP_AUTH_APPLICATION_ID)
-        assert app is not None
+        app = first[(d.AVP_AUTH_APPLICATION_ID, 0)]
         if app.u32() != d.APP_CREDIT_CONTROL:
             raise invalid(app, "Auth-Application-Id must be 4 (credit control)")
-        kind = find(avps, d.AVP_CC_REQUEST_TYPE)
-        assert kind is not None
+        kind = first[(d.AVP_CC_REQUEST_TYPE, 0)]
         request_type = kind.u32()
-        if request_type not in (
-            d.CC_REQUEST_TYPE_INITIAL_REQUEST,
-            d.CC_REQUEST_TYPE_UPDATE_REQUEST,
-            d.CC_REQUEST_TYPE_TERMINATION_REQUEST,
-            d.CC_REQUEST_TYPE_EVENT_REQUEST,
-        ):
+        if request_type not in _REQUEST_TYPES:
             raise invalid(kind, f"CC-Request-Type {request_type} is not defined")
-        action = find(avps, d.AVP_REQUESTED_ACTION)
+        action = first.get((d.AVP_REQUESTED_ACTION, 0))
         requested_action = None if action is None else action.u32()
-        if requested_action is not None and requested_action not in (
-            d.REQUESTED_ACTION_DIRECT_DEBITING,
-            d.REQUESTED_ACTION_REFUND_ACCOUNT,
-            d.REQUESTED_ACTION_CHECK_BALANCE,
-            d.REQUESTED_ACTION_PRICE_ENQUIRY,
-        ):
-            assert action is not None
+        if action is not None and requested_action not in _ACTIONS:
             raise invalid(action, f"Requested-Action {requested_action} is not defined")
         if request_type == d.CC_REQUEST_TYPE_EVENT_REQUEST and requested_action is None:
             requested_action = d.REQUESTED_ACTION_DIRECT_DEBITING  # RFC 4006 §8.41 default
         subscription_ids = []
-        for sub in find_all(avps, d.AVP_SUBSCRIPTION_ID):
+        for sub in repeated.get((d.AVP_SUBSCRIPTION_ID, 0), ()):
             children = sub.grouped()
             sub_type = find(children, d.AVP_SUBSCRIPTION_ID_TYPE)
             sub_data = find(children, d.AVP_SUBSCRIPTION_ID_DATA)
@@ -227,28 +253,26 @@ def parse_ccr(message: Message) -> CreditControlRequest:
                 raise missing(d.AVP_SUBSCRIPTION_ID_DATA, "Subscription-Id-Data")
             subscription_ids.append((sub_type.u32(), sub_data.utf8()))
         controls = []
-        for mscc in find_all(avps, d.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL):
+        for mscc in repeated.get((d.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, 0), ()):
             children = mscc.grouped()
             _check_known(children)
             controls.append(_control(children))
         top = None
-        if any(find(avps, c) is not None for c in (d.AVP_REQUESTED_SERVICE_UNIT, d.AVP_USED_SERVICE_UNIT)):
-            top = _control(avps)
+        if (d.AVP_REQUESTED_SERVICE_UNIT, 0) in first or (d.AVP_USED_SERVICE_UNIT, 0) in first:
+            top = _control(message.avps)
         called, ims, sms = "", False, False
-        info = find(avps, d.AVP_SERVICE_INFORMATION, TGPP)
+        info = first.get((d.AVP_SERVICE_INFORMATION, TGPP))
         if info is not None:
             called, ims, sms = _service_information(info)
-        number = find(avps, d.AVP_CC_REQUEST_NUMBER)
-        assert number is not None
-        stamp = find(avps, d.AVP_EVENT_TIMESTAMP)
+        stamp = first.get((d.AVP_EVENT_TIMESTAMP, 0))
         return CreditControlRequest(
             session_id=session.utf8(),
-            origin_host=_text(avps, d.AVP_ORIGIN_HOST),
-            origin_realm=_text(avps, d.AVP_ORIGIN_REALM),
-            destination_realm=_text(avps, d.AVP_DESTINATION_REALM),
+            origin_host=first[(d.AVP_ORIGIN_HOST, 0)].utf8(),
+            origin_realm=first[(d.AVP_ORIGIN_REALM, 0)].utf8(),
+            destination_realm=first[(d.AVP_DESTINATION_REALM, 0)].utf8(),
             request_type=request_type,
-            request_number=number.u32(),
-            service_context_id=_text(avps, d.AVP_SERVICE_CONTEXT_ID),
+            request_number=first[(d.AVP_CC_REQUEST_NUMBER, 0)].u32(),
+            service_context_id=first[(d.AVP_SERVICE_CONTEXT_ID, 0)].utf8(),
             subscription_ids=tuple(subscription_ids),
             requested_action=requested_action,
             controls=tuple(controls),
@@ -257,13 +281,7 @@ def parse_ccr(message: Message) -> CreditControlRequest:
             ims=ims,
             sms=sms,
             event_timestamp=None if stamp is None else stamp.time(),
-            proxy_infos=tuple(p.encoded() for p in find_all(avps, d.AVP_PROXY_INFO)),
+            proxy_infos=tuple(p.encoded() for p in repeated.get((d.AVP_PROXY_INFO, 0), ())),
         )
     except AvpError as exc:
         raise CcError(exc.result_code, str(exc), exc.failed_avp) from None
-
-
-def _text(avps: Sequence[Avp], code: int) -> str:
-    avp = find(avps, code)
-    assert avp is not None
-    return avp.utf8()

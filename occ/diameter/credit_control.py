@@ -164,7 +164,7 @@ class CreditControlApplication:
         try:
             ccr = parse_ccr(request)
         except CcError as exc:
-            metrics.CC_REQUESTS.labels(type="invalid", result_code=str(exc.result_code)).inc()
+            metrics.cc_requests("invalid", exc.result_code).inc()
             return self._error(request, peer, exc.result_code, exc.failed_avp, str(exc)).data
         kind = metrics.CC_TYPES.get(ccr.request_type, "other")
         try:
@@ -174,8 +174,8 @@ class CreditControlApplication:
             answer = self._error(request, peer, d.DIAMETER_TOO_BUSY, None, "charging store unavailable")
         except InvalidRequest as exc:
             answer = self._error(request, peer, d.DIAMETER_INVALID_AVP_VALUE, None, str(exc))
-        metrics.CC_SECONDS.labels(type=kind).observe(time.perf_counter() - started)
-        metrics.CC_REQUESTS.labels(type=kind, result_code=str(answer.result_code)).inc()
+        metrics.cc_seconds(kind).observe(time.perf_counter() - started)
+        metrics.cc_requests(kind, answer.result_code).inc()
         return answer.data
 
     def _error(
@@ -320,8 +320,8 @@ class CreditControlApplication:
         self._spawn(self.store.put_session_owner(session_id, account_id, ttl))
 
     def _forget_owner(self, session_id: str) -> None:
+        # the index key in Redis expires on its own: deleting it would cost a round trip per session
         self._owners.pop(session_id, None)
-        self._spawn(self.store.forget_session_owner(session_id))
 
     def _spawn(self, coro: object) -> None:
         async def run() -> None:

@@ -5,6 +5,7 @@ Commands are labelled by their short request/answer names (``CCR``, ``CEA``...; 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -116,3 +117,13 @@ CC_RESERVED_UNITS = Gauge(
     "Units (seconds, bytes or events) granted to this worker's open sessions, by service.",
     ["service"],
 )
+
+
+@lru_cache(maxsize=256)
+def cc_requests(kind: str, result_code: int) -> Counter:
+    return CC_REQUESTS.labels(type=kind, result_code=str(result_code))
+
+
+@lru_cache(maxsize=16)
+def cc_seconds(kind: str) -> Histogram:
+    return CC_SECONDS.labels(type=kind)
