@@ -27,6 +27,7 @@ _MODULES = (
     "topup",
     "balance_cmd",
     "redis_cmd",
+    "bench",
 )
 
 
