@@ -376,7 +376,8 @@ class CreditControlApplication:
         unit = self.unit_of(service)
         used = sum(self._amount(u, unit) or 0 for u in control.used)
         requested: int | None
-        if ccr.request_type == d.CC_REQUEST_TYPE_TERMINATION_REQUEST:
+        if ccr.request_type == d.CC_REQUEST_TYPE_TERMINATION_REQUEST or _final(control):
+            # the session, or this rating group (Reporting-Reason FINAL, TS 32.299), is done: no new grant
             requested = 0
         elif control.requested is None:
             # CCR-I: a grant even without Requested-Service-Unit; later: none unless asked for
@@ -564,6 +565,10 @@ def _count_held(held: dict[str, tuple[str, int, int]], sign: int) -> None:
             metrics.CC_RESERVED_UNITS.labels(service=service).inc(sign * units)
         if money:
             metrics.CC_RESERVED_MONEY.inc(sign * money)
+
+
+def _final(control: ServiceControl) -> bool:
+    return d.REPORTING_REASON_FINAL in control.reporting_reasons
 
 
 def _item_key(control: ServiceControl) -> str:

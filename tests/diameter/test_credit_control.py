@@ -441,3 +441,18 @@ async def test_a_session_silent_longer_than_tcc_has_its_reservation_returned(
     assert await store.reap(PEAK + timedelta(seconds=610)) == 1
     view = await store.query("alice")
     assert (view.balance, view.reserved) == (10 * EUR, 0)
+
+
+async def test_a_rating_group_reported_final_gets_no_new_grant(gateway: Gateway, store: BalanceStore) -> None:
+    await gateway.ccr("rg-final", INITIAL, msccs=[MsccSpec(rating_group=10)])
+    done = MsccSpec(
+        rating_group=10,
+        used=UnitsSpec(total=1_048_576),
+        requested=UnitsSpec(),
+        reporting_reason=d.REPORTING_REASON_FINAL,
+    )
+    cca = await gateway.ccr("rg-final", UPDATE, msccs=[done])
+    (m,) = msccs(cca)
+    assert (result(m), granted(m, d.AVP_CC_TOTAL_OCTETS)) == (d.DIAMETER_SUCCESS, None)
+    view = await store.query("alice")
+    assert (view.balance, view.reserved) == (10 * EUR - 10_000, 0)  # 1 MiB charged, nothing held
