@@ -8,6 +8,7 @@ idempotency key: a repeated key returns the first answer and moves nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -91,6 +92,11 @@ class Notification(msgspec.Struct, frozen=True):
         if parts[0] == "status" and len(parts) == 3:
             return cls(kind="status", account_id=parts[1], status=parts[2])
         return None
+
+
+async def _close_pubsub(pubsub: Any, client: Any) -> None:
+    await pubsub.aclose()
+    await client.aclose()
 
 
 def to_ms(moment: datetime) -> int:
@@ -396,19 +402,21 @@ class BalanceStore:
 
         while True:
             client = aioredis.Redis.from_url(self._redis.url.split(",")[0])
+            pubsub = client.pubsub()
             try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.keys.notifications)
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        notice = Notification.parse(message["data"])
-                        if notice is not None:
-                            yield notice
+                await pubsub.subscribe(self.keys.notifications)
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    notice = Notification.parse(message["data"])
+                    if notice is not None:
+                        yield notice
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
                 await asyncio.sleep(1.0)
             finally:
-                await client.aclose()
+                # redis-py's close can wait forever when cancelled mid-subscribe: bound it
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(_close_pubsub(pubsub, client), 1.0)
 
     # --- identities (not money: plain keys outside the account partitions) ---------------------------
     async def put_identity(self, kind: str, value: str, account_id: str, secret: str | None = None) -> None:

@@ -222,7 +222,7 @@ class Catalog:
     different definitions of the same (plan, effective_from).
     """
 
-    __slots__ = ("_starts", "_versions")
+    __slots__ = ("_starts", "_units", "_versions")
 
     def __init__(self, *sets: TariffSet, plans: Iterable[Plan] = ()) -> None:
         chosen: dict[tuple[str, datetime], Plan] = {}
@@ -251,6 +251,22 @@ class Catalog:
         for (name, _), plan in sorted(chosen.items()):
             self._versions.setdefault(name, []).append(plan)
         self._starts = {name: [p.effective_from for p in vs] for name, vs in self._versions.items()}
+        # A service means one kind of unit everywhere: protocol fronts read and grant units by it.
+        self._units: dict[str, tuple[Unit, Plan]] = {}
+        for versions in self._versions.values():
+            for plan in versions:
+                for service in plan.services.values():
+                    seen = self._units.setdefault(service.name, (service.unit, plan))
+                    if seen[0] is not service.unit:
+                        raise TariffError(
+                            f'service "{service.name}" is counted in {seen[0]}s by plan "{seen[1].name}" '
+                            f'but in {service.unit}s by plan "{plan.name}": one service, one unit'
+                        )
+
+    def unit_of(self, service: str) -> Unit | None:
+        """The unit every plan counts ``service`` in, or None when no plan has the service."""
+        found = self._units.get(service)
+        return None if found is None else found[0]
 
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self._versions))

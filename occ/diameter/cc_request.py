@@ -69,6 +69,7 @@ class CreditControlRequest(msgspec.Struct, frozen=True, kw_only=True):
     controls: tuple[ServiceControl, ...] = ()  # MSCCs
     top: ServiceControl | None = None  # units outside any MSCC (single-service clients)
     called_party: str = ""  # IMS Called-Party-Address or SMS recipient, as a digit string
+    multiple_services: bool = False  # Multiple-Services-Indicator MULTIPLE_SERVICES_SUPPORTED
     ims: bool = False  # Service-Information/IMS-Information present: a voice call
     sms: bool = False  # Service-Information/SMS-Information present
     event_timestamp: int | None = None
@@ -76,6 +77,10 @@ class CreditControlRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _KNOWN = frozenset(d.AVPS)
+MAX_UNITS = 2**53 - 1  # beyond this the charging store cannot count exactly
+_UNIT_CODES = frozenset(
+    {d.AVP_CC_TOTAL_OCTETS, d.AVP_CC_INPUT_OCTETS, d.AVP_CC_OUTPUT_OCTETS, d.AVP_CC_SERVICE_SPECIFIC_UNITS}
+)
 
 # CCR AVPs that must be present (RFC 4006 §3.1); Auth-Application-Id is checked by value below.
 _REQUIRED = (
@@ -121,6 +126,9 @@ def _units(avp: Avp) -> Units:
     money = find(children, d.AVP_CC_MONEY)
     if money is not None:
         raise invalid(money, "CC-Money service units are not supported")
+    for child in children:
+        if child.code in _UNIT_CODES and len(child.data) == 8 and child.u64() > MAX_UNITS:
+            raise invalid(avp, f"more than {MAX_UNITS} units")
     return Units(
         time=u(d.AVP_CC_TIME),
         total=u(d.AVP_CC_TOTAL_OCTETS),
@@ -253,10 +261,16 @@ def parse_ccr(message: Message) -> CreditControlRequest:
                 raise missing(d.AVP_SUBSCRIPTION_ID_DATA, "Subscription-Id-Data")
             subscription_ids.append((sub_type.u32(), sub_data.utf8()))
         controls = []
+        seen: set[tuple[int | None, int | None]] = set()
         for mscc in repeated.get((d.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, 0), ()):
             children = mscc.grouped()
             _check_known(children)
-            controls.append(_control(children))
+            control = _control(children)
+            key = (control.rating_group, control.service_identifier)
+            if key in seen:
+                raise invalid(mscc, "two Multiple-Services-Credit-Control for one rating group and service")
+            seen.add(key)
+            controls.append(control)
         top = None
         if (d.AVP_REQUESTED_SERVICE_UNIT, 0) in first or (d.AVP_USED_SERVICE_UNIT, 0) in first:
             top = _control(message.avps)
@@ -265,7 +279,11 @@ def parse_ccr(message: Message) -> CreditControlRequest:
         if info is not None:
             called, ims, sms = _service_information(info)
         stamp = first.get((d.AVP_EVENT_TIMESTAMP, 0))
+        indicator = first.get((d.AVP_MULTIPLE_SERVICES_INDICATOR, 0))
+        if not session.data:
+            raise invalid(session, "Session-Id must not be empty")
         return CreditControlRequest(
+            multiple_services=indicator is not None and indicator.u32() == 1,
             session_id=session.utf8(),
             origin_host=first[(d.AVP_ORIGIN_HOST, 0)].utf8(),
             origin_realm=first[(d.AVP_ORIGIN_REALM, 0)].utf8(),

@@ -15,7 +15,6 @@ its Credit-Control-Failure-Handling) — never a silent drop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -101,6 +100,9 @@ class _Tracked:
 
     account_id: str
     peer: PeerHandle
+    client_host: str  # the CCR's Origin-Host/Realm: where RAR/ASR go, also through a relay
+    client_realm: str
+    seen: float = 0.0  # monotonic time of the last request
     starved: bool = False
     rar_pending: bool = False
     # item -> (service, units granted, money reserved): what the session holds, for the gauges
@@ -130,32 +132,37 @@ class CreditControlApplication:
         self.clock = clock
         self._identities: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._owners: OrderedDict[str, str] = OrderedDict()
-        self._units: dict[str, str] = {}
         self._tables = _Tables()
+        self._swept = 0.0
         self._listener: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
     def reload(self, settings: CreditControlSettings) -> None:
         self.settings = settings
-        self._units.clear()
 
-    def peer_opened(self, peer: PeerHandle) -> None:
+    def listen(self) -> None:
+        """Follow balance notifications (top-ups, status changes) for RAR and ASR."""
         if self._listener is None:
             self._listener = asyncio.get_running_loop().create_task(self._listen(), name="cc-notifications")
+
+    def peer_opened(self, peer: PeerHandle) -> None:
+        self.listen()
 
     def peer_closed(self, peer: PeerHandle) -> None:
         tables = self._tables
         for session_id in [s for s, t in tables.sessions.items() if t.peer is peer]:
             self._untrack(session_id)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Cancel the background tasks and wait for them, a bounded time: shutdown must not hang."""
         tasks = [t for t in (self._listener, *self._background) if t is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                log.warning("background task did not stop in time task=%s", task.get_name())
         self._listener = None
 
     # --- requests -------------------------------------------------------------------------------
@@ -205,7 +212,13 @@ class CreditControlApplication:
             return self._answer(request, ccr, peer, d.DIAMETER_USER_UNKNOWN)
         if ccr.request_type == d.CC_REQUEST_TYPE_EVENT_REQUEST:
             return await self._event(request, ccr, peer, account_id)
-        controls = ccr.controls or (ccr.top or ServiceControl(),)
+        if ccr.controls:
+            controls = ccr.controls
+        elif ccr.top is not None or not ccr.multiple_services:
+            controls = (ccr.top or ServiceControl(),)
+        else:
+            # a multi-service client with nothing to report or ask yet: open the session, grant nothing
+            controls = ()
         items = tuple(self._item(ccr, control) for control in controls)
         session_request = SessionRequest(
             account_id=account_id,
@@ -229,19 +242,19 @@ class CreditControlApplication:
             return self._answer(
                 request, ccr, peer, SESSION_RESULTS.get(answer.result, d.DIAMETER_UNABLE_TO_COMPLY)
             )
-        grants = [
-            self._grant(ccr, control, out) for control, out in zip(controls, answer.items, strict=False)
-        ]
+        # by item, not by position: a retransmission may list its MSCCs in another order
+        by_item = {out.item: out for out in answer.items}
+        grants = [self._grant(ccr, c, by_item[i.item]) for c, i in zip(controls, items, strict=True)]
         terminating = ccr.request_type == d.CC_REQUEST_TYPE_TERMINATION_REQUEST
         if terminating:
             self._untrack(ccr.session_id)
         else:
             starved = any(g.final_action or g.result_code == d.DIAMETER_CREDIT_LIMIT_REACHED for g in grants)
-            held = {
-                out.item: (item.service, out.granted, out.reserved)
-                for item, out in zip(items, answer.items, strict=False)
-            }
-            self._track(ccr.session_id, account_id, peer, starved, held)
+            held = {i.item: (i.service, by_item[i.item].granted, by_item[i.item].reserved) for i in items}
+            if answer.status == "active":
+                self._track(ccr, account_id, peer, starved, held)
+            else:
+                self._untrack(ccr.session_id)
         handling = "" if terminating else self.settings.failure_handling
         result = d.DIAMETER_SUCCESS
         if not terminating and answer.status != "active":
@@ -348,20 +361,9 @@ class CreditControlApplication:
         return self.settings.default_service
 
     def unit_of(self, service: str) -> str:
-        """The unit kind (second, byte, event) the tariff plans give a service."""
-        unit = self._units.get(service)
-        if unit is None:
-            unit = "byte"
-            catalog = self.charging.catalog
-            now = self.clock()
-            for name in catalog.names():
-                try:
-                    unit = str(catalog.plan(name, now).unit_of(service))
-                    break
-                except (NoRate, UnknownPlan):
-                    continue
-            self._units[service] = unit
-        return unit
+        """The unit kind (second, byte, event) every tariff plan counts a service in."""
+        unit = self.charging.catalog.unit_of(service)
+        return "byte" if unit is None else str(unit)
 
     @staticmethod
     def _amount(units: Units, unit: str) -> int | None:
@@ -478,24 +480,44 @@ class CreditControlApplication:
     # --- server-initiated: RAR after a top-up, ASR when the account stops ------------------------
     def _track(
         self,
-        session_id: str,
+        ccr: CreditControlRequest,
         account_id: str,
         peer: PeerHandle,
         starved: bool,
         held: dict[str, tuple[str, int, int]],
     ) -> None:
         tables = self._tables
+        session_id = ccr.session_id
         tracked = tables.sessions.get(session_id)
         if tracked is None:
-            tracked = _Tracked(account_id=account_id, peer=peer)
+            tracked = _Tracked(
+                account_id=account_id,
+                peer=peer,
+                client_host=ccr.origin_host,
+                client_realm=ccr.origin_realm,
+                seen=time.monotonic(),
+            )
             tables.sessions[session_id] = tracked
             tables.by_account.setdefault(account_id, set()).add(session_id)
             metrics.CC_SESSIONS.inc()
+            self._sweep()
+        tracked.peer = peer  # the client may have reconnected
+        tracked.seen = time.monotonic()
         tracked.starved = starved
         tracked.rar_pending = False
         _count_held(tracked.held, -1)
         tracked.held.update(held)
         _count_held(tracked.held, +1)
+
+    def _sweep(self) -> None:
+        """Forget sessions silent for twice Tcc (the store's reaper has returned their reservations)."""
+        now = time.monotonic()
+        if now - self._swept < 1.0:
+            return
+        self._swept = now
+        horizon = now - 2 * self.settings.session_timeout_s
+        for session_id in [s for s, t in self._tables.sessions.items() if t.seen < horizon]:
+            self._untrack(session_id)
 
     def _untrack(self, session_id: str) -> None:
         tables = self._tables
@@ -537,8 +559,8 @@ class CreditControlApplication:
                 session_id,
                 origin_host=peer.origin_host,
                 origin_realm=peer.origin_realm,
-                destination_host=peer.peer_host,
-                destination_realm=peer.peer_realm,
+                destination_host=tracked.client_host,
+                destination_realm=tracked.client_realm,
                 hop_by_hop=hop_by_hop,
                 end_to_end=end_to_end,
             )
@@ -554,6 +576,8 @@ class CreditControlApplication:
         result = answer.find(d.AVP_RESULT_CODE)
         code = result.u32() if result is not None else 0
         metrics.CC_SERVER_REQUESTS.labels(command=command, outcome=str(code)).inc()
+        if code == d.DIAMETER_UNKNOWN_SESSION_ID or command == "ASR":
+            self._untrack(session_id)  # the client has no such session (any more)
         log.info(
             "server-initiated request answered session=%s command=%d result=%d", session_id, answer.code, code
         )
@@ -572,17 +596,20 @@ def _final(control: ServiceControl) -> bool:
 
 
 def _item_key(control: ServiceControl) -> str:
+    key = ""
     if control.rating_group is not None:
-        return f"rg{control.rating_group}"
+        key = f"rg{control.rating_group}"
     if control.service_identifier is not None:
-        return f"si{control.service_identifier}"
-    return "default"
+        key += f"si{control.service_identifier}"
+    return key or "default"
 
 
 def build_application(ctx: DaemonContext) -> CreditControlApplication:
     """The application the daemon's Diameter component serves, on the context's store and tariffs."""
     charging = ChargingService(ctx.store, ctx.catalog, ctx.settings.balance)
-    return CreditControlApplication(charging, ctx.settings.diameter.credit_control)
+    app = CreditControlApplication(charging, ctx.settings.diameter.credit_control)
+    app.listen()  # subscribed before the first peer, so no top-up goes unnoticed
+    return app
 
 
 def reload_application(app: CreditControlApplication, ctx: DaemonContext) -> None:

@@ -456,3 +456,71 @@ async def test_a_rating_group_reported_final_gets_no_new_grant(gateway: Gateway,
     assert (result(m), granted(m, d.AVP_CC_TOTAL_OCTETS)) == (d.DIAMETER_SUCCESS, None)
     view = await store.query("alice")
     assert (view.balance, view.reserved) == (10 * EUR - 10_000, 0)  # 1 MiB charged, nothing held
+
+
+async def test_a_multi_service_client_without_mscc_gets_no_phantom_grant(
+    gateway: Gateway, store: BalanceStore
+) -> None:
+    client = gateway.client
+    hbh, e2e = client.next_ids()
+    from occ.diameter.codec import avp_u32 as u32
+
+    data = build_ccr(
+        "msi",
+        INITIAL,
+        0,
+        origin_host="gw.test",
+        origin_realm="test",
+        destination_realm="localdomain",
+        hop_by_hop=hbh,
+        end_to_end=e2e,
+        subscription=(E164, MSISDN),
+        extra=u32(d.AVP_MULTIPLE_SERVICES_INDICATOR, 1),
+    )
+    cca = await client.send(data, hbh)
+    assert result(cca) == d.DIAMETER_SUCCESS
+    assert cca.find(d.AVP_GRANTED_SERVICE_UNIT) is None and not msccs(cca)
+    assert (await store.query("alice")).reserved == 0
+    # the rating groups it then asks for get the money
+    cca = await gateway.ccr("msi", UPDATE, number=1, msccs=[MsccSpec(rating_group=10, requested=UnitsSpec())])
+    assert result(msccs(cca)[0]) == d.DIAMETER_SUCCESS
+
+
+async def test_a_replay_with_reordered_msccs_keeps_each_grant_with_its_rating_group(gateway: Gateway) -> None:
+    data_rg = MsccSpec(rating_group=10, requested=UnitsSpec(total=1_048_576))
+    other_rg = MsccSpec(rating_group=20, requested=UnitsSpec(total=2_097_152))
+    await gateway.ccr("order", INITIAL, msccs=[data_rg, other_rg])
+    replay = await gateway.ccr("order", INITIAL, number=0, msccs=[other_rg, data_rg], retransmit=True)
+    grants = {
+        find(m.grouped(), d.AVP_RATING_GROUP).u32(): granted(m, d.AVP_CC_TOTAL_OCTETS)  # type: ignore[union-attr]
+        for m in msccs(replay)
+    }
+    assert grants == {10: 1_048_576, 20: 2_097_152}
+
+
+async def test_rar_goes_to_the_client_behind_a_relay_not_to_the_relay(
+    gateway: Gateway, store: BalanceStore
+) -> None:
+    await subscriber(store, "erin", 100_000, msisdn="447700900005")
+    client = gateway.client
+    hbh, e2e = client.next_ids()
+    data = build_ccr(
+        "behind-relay",
+        INITIAL,
+        0,
+        origin_host="pgw.far",
+        origin_realm="far.example",
+        destination_realm="localdomain",
+        hop_by_hop=hbh,
+        end_to_end=e2e,
+        subscription=(E164, "447700900005"),
+        msccs=[voice(300)],
+        called_party=LONDON,
+    )
+    cca = await client.send(data, hbh)
+    assert find(msccs(cca)[0].grouped(), d.AVP_FINAL_UNIT_INDICATION) is not None
+    await asyncio.sleep(0.3)
+    await store.credit("erin", 5 * EUR, key="bank-10", reason="topup", now=PEAK)
+    rar = await asyncio.wait_for(client.server_requests.get(), 5)
+    assert rar.find(d.AVP_DESTINATION_HOST).utf8() == "pgw.far"  # type: ignore[union-attr]
+    assert rar.find(d.AVP_DESTINATION_REALM).utf8() == "far.example"  # type: ignore[union-attr]

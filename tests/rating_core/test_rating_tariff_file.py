@@ -317,3 +317,30 @@ def test_load_tariff_file_errors_name_the_path(tmp_path: Path) -> None:
     bad.write_text(HEAD + PLAN + rate("price = -1"), encoding="utf-8")
     with pytest.raises(TariffError, match=r"bad.toml: plan \"demo\" rate \"voice/44 UK\": price"):
         load_tariff_file(bad)
+
+
+def test_a_catalog_refuses_plans_that_count_one_service_in_different_units() -> None:
+    from rating_core.tariff import Catalog, TariffError
+
+    text = """
+timezone = "UTC"
+currency = "EUR"
+[[plan]]
+name = "bytes"
+effective_from = "2026-01-01"
+[plan.services.data]
+unit = "byte"
+[[plan.services.data.rates]]
+name = "Data"
+price = "0.01"
+[[plan]]
+name = "seconds"
+effective_from = "2026-01-01"
+[plan.services.data]
+unit = "second"
+[[plan.services.data.rates]]
+name = "Day pass"
+price = "0.01"
+"""
+    with pytest.raises(TariffError, match='service "data" is counted in bytes by plan "bytes"'):
+        Catalog(parse_tariff(text, "two.toml"))
