@@ -19,6 +19,7 @@ import msgspec
 
 from balance.settings import BalanceSettings, RedisSettings
 from billing.settings import DatabaseSettings
+from occ.diameter.cc_settings import CreditControlSettings
 from occ.diameter.settings import DiameterSettings
 
 DEFAULT_CONFIG = Path("config/occ.toml")
@@ -164,7 +165,34 @@ def _check(s: Settings, source: str) -> None:
     _check_diameter(s.diameter, fail)
 
 
+def _check_credit_control(cc: CreditControlSettings, fail: Callable[[str, str, object], None]) -> None:
+    key = "diameter.credit_control"
+    for group, rg in cc.rating_groups.items():
+        where = f"{key}.rating_groups.{group}"
+        if not group.isdigit():
+            fail(f"{key}.rating_groups", "Rating-Group numbers as keys", group)
+        if rg.final_unit_action not in ("TERMINATE", "REDIRECT", "RESTRICT_ACCESS"):
+            fail(f"{where}.final_unit_action", "TERMINATE, REDIRECT or RESTRICT_ACCESS", rg.final_unit_action)
+        if rg.final_unit_action == "REDIRECT" and not rg.redirect_url:
+            fail(f"{where}.redirect_url", "a URL for the REDIRECT final unit action", rg.redirect_url)
+        if rg.final_unit_action == "RESTRICT_ACCESS" and not rg.filter_id:
+            fail(f"{where}.filter_id", "a Filter-Id for the RESTRICT_ACCESS final unit action", rg.filter_id)
+    if cc.failure_handling not in ("TERMINATE", "CONTINUE", "RETRY_AND_TERMINATE"):
+        fail(f"{key}.failure_handling", "TERMINATE, CONTINUE or RETRY_AND_TERMINATE", cc.failure_handling)
+    for name in ("validity_time_s", "session_timeout_s"):
+        if getattr(cc, name) <= 0:
+            fail(f"{key}.{name}", "a positive number of seconds", getattr(cc, name))
+    if cc.request_timeout_s <= 0:
+        fail(f"{key}.request_timeout_s", "a positive number of seconds", cc.request_timeout_s)
+    try:
+        if cc.max_refund_micro < 0:
+            fail(f"{key}.max_refund", "a non-negative amount", cc.max_refund)
+    except ValueError:
+        fail(f"{key}.max_refund", 'a decimal amount like "10.00"', cc.max_refund)
+
+
 def _check_diameter(d: DiameterSettings, fail: Callable[[str, str, object], None]) -> None:
+    _check_credit_control(d.credit_control, fail)
     if not 0 <= d.port < 65536:
         fail("diameter.port", "a port number 0-65535 (0: any free port)", d.port)
     if not d.listen:

@@ -39,3 +39,11 @@ class CreditControlSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=T
     failure_handling: str = "RETRY_AND_TERMINATE"
     # Seconds a server-initiated RAR/ASR waits for its answer.
     request_timeout_s: float = 5.0
+    # Largest refund (REFUND_ACCOUNT) one request may credit, in the account's currency.
+    max_refund: str = "10.00"
+
+    @property
+    def max_refund_micro(self) -> int:
+        from rating_core.money import parse_money
+
+        return parse_money(self.max_refund)

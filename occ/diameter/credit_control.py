@@ -181,6 +181,9 @@ class CreditControlApplication:
             answer = self._error(request, peer, d.DIAMETER_TOO_BUSY, None, "charging store unavailable")
         except InvalidRequest as exc:
             answer = self._error(request, peer, d.DIAMETER_INVALID_AVP_VALUE, None, str(exc))
+        except Exception:  # a bug must still get a proper answer (with its CC AVPs), never a silent drop
+            log.exception("credit control failed session=%s", ccr.session_id)
+            answer = self._error(request, peer, d.DIAMETER_UNABLE_TO_COMPLY, None, "internal error")
         metrics.cc_seconds(kind).observe(time.perf_counter() - started)
         metrics.cc_requests(kind, answer.result_code).inc()
         return answer.data
@@ -423,25 +426,75 @@ class CreditControlApplication:
         )
 
     # --- events: direct debit, refund, balance check, price enquiry -----------------------------
+    def _event_units(self, ccr: CreditControlRequest, control: ServiceControl) -> tuple[str, str, int]:
+        """(service, unit, units) an event MSCC asks for: its RSU, else its USU, else one."""
+        service = self._service(ccr, control)
+        unit = self.unit_of(service)
+        for source in (control.requested, *control.used):
+            amount = self._amount(source, unit) if source is not None else None
+            if amount:
+                return service, unit, amount
+        return service, unit, 1
+
     async def _event(
         self, request: Message, ccr: CreditControlRequest, peer: PeerHandle, account_id: str
     ) -> Reply:
-        control = ccr.controls[0] if ccr.controls else (ccr.top or ServiceControl())
-        service = self._service(ccr, control)
-        unit = self.unit_of(service)
-        units = 1
-        for source in (control.requested, *control.used):
-            if source is not None and self._amount(source, unit):
-                units = self._amount(source, unit) or 1
-                break
         key = f"{ccr.session_id};{ccr.request_number}"
-        action = ccr.requested_action
-        top = Grant(result_code=d.DIAMETER_SUCCESS, unit=unit, granted=units)
-        if action == d.REQUESTED_ACTION_DIRECT_DEBITING:
+        if ccr.requested_action == d.REQUESTED_ACTION_DIRECT_DEBITING:
+            return await self._debit(request, ccr, peer, account_id, key)
+        # the other actions price the units under the account's plan, summed over the MSCCs
+        controls = ccr.controls or (ccr.top or ServiceControl(),)
+        try:
+            view = await self.charging.balance(account_id)
+        except UnknownAccount:
+            return self._answer(request, ccr, peer, d.DIAMETER_USER_UNKNOWN)
+        if view.account.status != "active":
+            return self._answer(request, ccr, peer, d.DIAMETER_END_USER_SERVICE_DENIED)
+        currency = CURRENCIES.get(view.account.currency)
+        if currency is None:
+            return self._error(
+                request, peer, d.DIAMETER_UNABLE_TO_COMPLY, None, "no ISO 4217 code for currency"
+            )
+        now = self.clock()
+        price = 0
+        covered = True  # every MSCC's units wholly in unit buckets
+        try:
+            plan = self.charging.catalog.plan(view.account.plan, now)
+            for control in controls:
+                service, _, units = self._event_units(ccr, control)
+                in_buckets = sum(b.units - b.reserved for b in view.buckets if b.service == service)
+                covered = covered and in_buckets >= units
+                usage = Usage(service=service, quantity=units, start=now, destination=ccr.called_party)
+                price += price_of(plan, usage).amount
+        except (UnknownPlan, NoRate):
+            return self._answer(request, ccr, peer, d.DIAMETER_RATING_FAILED)
+        cost = Cost(micro=price, currency=currency, unit="")
+        if ccr.requested_action == d.REQUESTED_ACTION_REFUND_ACCOUNT:
+            if price > self.settings.max_refund_micro:
+                return self._error(
+                    request, peer, d.DIAMETER_UNABLE_TO_COMPLY, None, "refund above the configured limit"
+                )
+            if price > 0:
+                await self.charging.refund(account_id, price, key=key, now=now)
+            return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, cost=cost)
+        if ccr.requested_action == d.REQUESTED_ACTION_CHECK_BALANCE:
+            enough = covered or view.balance + view.account.credit_limit >= price
+            result = d.CHECK_BALANCE_RESULT_ENOUGH_CREDIT if enough else d.CHECK_BALANCE_RESULT_NO_CREDIT
+            return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, check_balance=result)
+        return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, cost=cost)  # price enquiry: no grant
+
+    async def _debit(
+        self, request: Message, ccr: CreditControlRequest, peer: PeerHandle, account_id: str, key: str
+    ) -> Reply:
+        """Direct debit: each MSCC (or the request itself) is one event, answered in the same form."""
+        controls = ccr.controls or (ccr.top or ServiceControl(),)
+        grants = []
+        for index, control in enumerate(controls):
+            service, unit, units = self._event_units(ccr, control)
             event = await self.charging.event(
                 EventRequest(
                     account_id=account_id,
-                    key=key,
+                    key=key if len(controls) == 1 else f"{key}#{index}",
                     service=service,
                     units=units,
                     destination=ccr.called_party,
@@ -452,30 +505,18 @@ class CreditControlApplication:
             code = SESSION_RESULTS.get(event.result) or ITEM_RESULTS.get(
                 event.result, d.DIAMETER_UNABLE_TO_COMPLY
             )
-            granted = Grant(result_code=code, unit=unit, granted=units if code == d.DIAMETER_SUCCESS else 0)
-            return self._answer(request, ccr, peer, code, top=granted)
-        # the other actions need the price of the units under the account's plan
-        try:
-            view = await self.charging.balance(account_id)
-        except UnknownAccount:
-            return self._answer(request, ccr, peer, d.DIAMETER_USER_UNKNOWN)
-        now = self.clock()
-        try:
-            plan = self.charging.catalog.plan(view.account.plan, now)
-            usage = Usage(service=service, quantity=units, start=now, destination=ccr.called_party)
-            price = price_of(plan, usage).amount
-        except (UnknownPlan, NoRate):
-            return self._answer(request, ccr, peer, d.DIAMETER_RATING_FAILED)
-        cost = Cost(micro=price, currency=CURRENCIES.get(view.account.currency, 0), unit=service)
-        if action == d.REQUESTED_ACTION_REFUND_ACCOUNT:
-            if price > 0:
-                await self.charging.refund(account_id, price, key=key, service=service, now=now)
-            return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, cost=cost)
-        if action == d.REQUESTED_ACTION_CHECK_BALANCE:
-            enough = view.balance + view.account.credit_limit >= price
-            result = d.CHECK_BALANCE_RESULT_ENOUGH_CREDIT if enough else d.CHECK_BALANCE_RESULT_NO_CREDIT
-            return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, check_balance=result)
-        return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, cost=cost, top=top)
+            grants.append(
+                Grant(
+                    result_code=code,
+                    rating_group=control.rating_group,
+                    service_identifier=control.service_identifier,
+                    unit=unit,
+                    granted=units if code == d.DIAMETER_SUCCESS else 0,
+                )
+            )
+        if not ccr.controls:
+            return self._answer(request, ccr, peer, grants[0].result_code, top=grants[0])
+        return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, grants=grants)
 
     # --- server-initiated: RAR after a top-up, ASR when the account stops ------------------------
     def _track(

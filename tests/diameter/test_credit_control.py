@@ -524,3 +524,55 @@ async def test_rar_goes_to_the_client_behind_a_relay_not_to_the_relay(
     rar = await asyncio.wait_for(client.server_requests.get(), 5)
     assert rar.find(d.AVP_DESTINATION_HOST).utf8() == "pgw.far"  # type: ignore[union-attr]
     assert rar.find(d.AVP_DESTINATION_REALM).utf8() == "far.example"  # type: ignore[union-attr]
+
+
+async def test_an_sms_event_with_several_msccs_debits_each_and_answers_each(
+    gateway: Gateway, store: BalanceStore
+) -> None:
+    one = MsccSpec(service_identifier=1, requested=UnitsSpec(specific=1))
+    three = MsccSpec(service_identifier=2, requested=UnitsSpec(specific=3))
+    cca = await gateway.ccr(
+        "sms-batch",
+        EVENT,
+        msccs=[one, three],
+        action=d.REQUESTED_ACTION_DIRECT_DEBITING,
+        context="32274@3gpp.org",
+    )
+    assert [(result(m), granted(m, d.AVP_CC_SERVICE_SPECIFIC_UNITS)) for m in msccs(cca)] == [
+        (d.DIAMETER_SUCCESS, 1),
+        (d.DIAMETER_SUCCESS, 3),
+    ]
+    assert (await store.query("alice")).balance == 10 * EUR - 4 * 50_000
+
+
+async def test_refunds_above_the_limit_and_balance_checks_of_stopped_accounts_are_refused(
+    gateway: Gateway, store: BalanceStore
+) -> None:
+    from datetime import timedelta
+
+    from balance.records import BucketRecord
+
+    huge = await gateway.ccr(
+        "r-big",
+        EVENT,
+        msccs=[MsccSpec(requested=UnitsSpec(specific=1_000))],
+        action=d.REQUESTED_ACTION_REFUND_ACCOUNT,
+        context="32274@3gpp.org",
+    )
+    assert result(huge) == d.DIAMETER_UNABLE_TO_COMPLY  # 50.00 of SMS: above max_refund (10.00)
+    assert (await store.query("alice")).balance == 10 * EUR
+    # 300 SMS cost 15.00 > 10.00, but a bucket of 500 SMS covers them
+    await store.add_bucket(
+        "alice", BucketRecord(bucket_id="sms", service="sms", units=500, expires_at=PEAK + timedelta(days=1))
+    )
+    check = await gateway.ccr(
+        "c-sms",
+        EVENT,
+        msccs=[MsccSpec(requested=UnitsSpec(specific=300))],
+        action=d.REQUESTED_ACTION_CHECK_BALANCE,
+        context="32274@3gpp.org",
+    )
+    assert check.find(d.AVP_CHECK_BALANCE_RESULT).u32() == d.CHECK_BALANCE_RESULT_ENOUGH_CREDIT  # type: ignore[union-attr]
+    await store.set_status("alice", AccountStatus.SUSPENDED)
+    check = await gateway.ccr("c-2", EVENT, msccs=[voice(60)], action=d.REQUESTED_ACTION_CHECK_BALANCE)
+    assert result(check) == d.DIAMETER_END_USER_SERVICE_DENIED

@@ -109,3 +109,9 @@ def test_non_numeric_port_override_names_the_variable(tmp_path: Path) -> None:
 def test_shipped_config_decodes_to_the_defaults() -> None:
     """The shipped file documents every key with its default value."""
     assert load_settings(SHIPPED, environ={}) == Settings()
+
+
+def test_credit_control_settings_are_checked_naming_the_key(tmp_path: Path) -> None:
+    text = '[diameter.credit_control.rating_groups.20]\nservice = "data"\nfinal_unit_action = "REDIRECT"\n'
+    message = error_of(write(tmp_path, text))
+    assert "diameter.credit_control.rating_groups.20.redirect_url" in message
