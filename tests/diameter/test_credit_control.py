@@ -147,6 +147,16 @@ async def subscriber(store: BalanceStore, account: str, money: int, msisdn: str 
     await store.put_identity("msisdn", msisdn, account)
 
 
+async def subscribed(store: BalanceStore) -> None:
+    """Wait (bounded) until the application listens to balance notifications."""
+    for _ in range(100):
+        _, count = await store.link.execute("PUBSUB", "NUMSUB", store.keys.notifications)
+        if count:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the application never subscribed to balance notifications")
+
+
 def result(message: Message | Avp) -> int:
     avps = message.avps if isinstance(message, Message) else message.grouped()
     found = find(avps, d.AVP_RESULT_CODE)
@@ -408,7 +418,7 @@ async def test_a_top_up_re_authorizes_starved_sessions_and_suspension_aborts_the
     await subscriber(store, "dave", 100_000, msisdn="447700900004")
     cca = await gateway.ccr("starved", INITIAL, subscriber="447700900004", msccs=[voice(300)], called=LONDON)
     assert find(msccs(cca)[0].grouped(), d.AVP_FINAL_UNIT_INDICATION) is not None
-    await asyncio.sleep(0.3)  # the application subscribes to balance notifications
+    await subscribed(store)
     await store.credit("dave", 5 * EUR, key="bank-9", reason="topup", now=PEAK)
     rar = await asyncio.wait_for(gateway.client.server_requests.get(), 5)
     assert rar.code == d.CMD_RE_AUTH and rar.find(d.AVP_SESSION_ID).utf8() == "starved"  # type: ignore[union-attr]
@@ -519,7 +529,7 @@ async def test_rar_goes_to_the_client_behind_a_relay_not_to_the_relay(
     )
     cca = await client.send(data, hbh)
     assert find(msccs(cca)[0].grouped(), d.AVP_FINAL_UNIT_INDICATION) is not None
-    await asyncio.sleep(0.3)
+    await subscribed(store)
     await store.credit("erin", 5 * EUR, key="bank-10", reason="topup", now=PEAK)
     rar = await asyncio.wait_for(client.server_requests.get(), 5)
     assert rar.find(d.AVP_DESTINATION_HOST).utf8() == "pgw.far"  # type: ignore[union-attr]
