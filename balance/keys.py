@@ -22,6 +22,7 @@ import re
 import zlib
 from dataclasses import dataclass
 
+# Account ids go into key names and "<account>|<session>" reaper members: no ":" or "|" in them.
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 
 

@@ -274,7 +274,7 @@ class ChargingService:
         timed = plan.unit_of(item.service) is Unit.SECOND
         at = start if timed else now
         tiered = len(rate.tiers) > 1
-        counter = f"cy:{item.service}:{now.astimezone(plan.tz):%Y%m}" if tiered else ""
+        counter = tier_counter(plan, item.service, now) if tiered else ""
         cycle_used = running.get(counter, 0) if tiered else 0
 
         # units used since the last report: those covered by reserved bucket units cost nothing
@@ -462,7 +462,7 @@ class ChargingService:
                     return EventAnswer(result="NO_RATE")
                 position = 0
                 if len(rate.tiers) > 1:
-                    counter = f"cy:{request.service}:{now.astimezone(plan.tz):%Y%m}"
+                    counter = tier_counter(plan, request.service, now)
                     position = account.counters.get(counter, 0) if account is not None else 0
                 quantity = request.units - max(cover, 0)
                 if quantity > 0:
@@ -562,6 +562,12 @@ def _unpriced(item: UsageItem, state: wire.ItemState, flags: str) -> wire.ItemPl
         hi=-1,
         fl=flags,
     )
+
+
+def tier_counter(plan: Plan, service: str, now: datetime) -> str:
+    """Field of the account hash counting a service's charged units in the current cycle (a calendar
+    month in the plan's time zone)."""
+    return f"cy:{service}:{now.astimezone(plan.tz):%Y%m}"
 
 
 def tier_range(rate: Rate, position: int, units: int) -> tuple[int, int]:

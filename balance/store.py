@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -388,9 +388,6 @@ class BalanceStore:
         owner = await self._execute("GET", self.keys.session_owner(session_id))
         return None if owner is None else str(owner.decode())
 
-    async def forget_session_owner(self, session_id: str) -> None:
-        await self._execute("DEL", self.keys.session_owner(session_id))
-
     async def notifications(self) -> AsyncIterator[Notification]:
         """Credits and status changes as the scripts publish them (for RAR/ASR and Disconnect).
 
@@ -433,10 +430,3 @@ class BalanceStore:
         if account is None:
             return None
         return account.decode(), secret.decode() if secret is not None else None
-
-    async def delete_identity(self, kind: str, value: str) -> None:
-        await self._execute("DEL", self.keys.identity(kind, value))
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

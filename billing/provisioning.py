@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from balance.keys import ACCOUNT_ID
 from balance.records import AccountKind, AccountRecord, AccountStatus, AccountView, BucketRecord
 from balance.store import BalanceStore, UnknownAccount
 from billing import accounts
@@ -68,7 +69,6 @@ class Outcome(enum.StrEnum):
 MAX_AMOUNT = 10**9 * MICRO
 MAX_UNITS = 2**53 - 1
 
-_ACCOUNT_ID = re.compile(r"[A-Za-z0-9._@+-]{1,64}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _PLAN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SERVICE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -81,7 +81,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # --- validation (pure) ----------------------------------------------------------------------------
 def check_account_id(account_id: str) -> None:
-    if not _ACCOUNT_ID.fullmatch(account_id):
+    if not ACCOUNT_ID.fullmatch(account_id):
         raise InvalidInput(f"invalid account ID {account_id!r}: 1-64 characters of A-Z a-z 0-9 . _ @ + -")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Coroutine
 from typing import Any, NoReturn, TypeVar
@@ -67,7 +66,3 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     import uvloop
 
     return uvloop.run(coro)
-
-
-def run_default_loop(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)

@@ -38,13 +38,6 @@ class Units(msgspec.Struct, frozen=True, kw_only=True):
             return None
         return (self.input or 0) + (self.output or 0)
 
-    @property
-    def empty(self) -> bool:
-        return self == _NO_UNITS
-
-
-_NO_UNITS = Units()
-
 
 class ServiceControl(msgspec.Struct, frozen=True, kw_only=True):
     """One Multiple-Services-Credit-Control of a request (or the request's own top-level units)."""

@@ -27,6 +27,7 @@ from balance.service import (
     ChargingService,
     EventRequest,
     InvalidRequest,
+    ItemAnswer,
     SessionAnswer,
     SessionRequest,
     UsageItem,
@@ -247,7 +248,7 @@ class CreditControlApplication:
             )
         # by item, not by position: a retransmission may list its MSCCs in another order
         by_item = {out.item: out for out in answer.items}
-        grants = [self._grant(ccr, c, by_item[i.item]) for c, i in zip(controls, items, strict=True)]
+        grants = [self._grant(c, i, by_item[i.item]) for c, i in zip(controls, items, strict=True)]
         terminating = ccr.request_type == d.CC_REQUEST_TYPE_TERMINATION_REQUEST
         if terminating:
             self._untrack(ccr.session_id)
@@ -397,11 +398,7 @@ class CreditControlApplication:
             requested=requested,
         )
 
-    def _grant(self, ccr: CreditControlRequest, control: ServiceControl, out: object) -> Grant:
-        from balance.service import ItemAnswer
-
-        assert isinstance(out, ItemAnswer)
-        service = self._service(ccr, control)
+    def _grant(self, control: ServiceControl, item: UsageItem, out: ItemAnswer) -> Grant:
         configured = (
             self.settings.rating_groups.get(str(control.rating_group))
             if control.rating_group is not None
@@ -414,7 +411,7 @@ class CreditControlApplication:
             result_code=ITEM_RESULTS.get(out.result, d.DIAMETER_UNABLE_TO_COMPLY),
             rating_group=control.rating_group,
             service_identifier=control.service_identifier,
-            unit=self.unit_of(service),
+            unit=self.unit_of(item.service),
             granted=out.granted,
             validity_time=self.settings.validity_time_s,
             final_action=final_action,
