@@ -18,8 +18,8 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 
 import msgspec
 
@@ -37,7 +37,7 @@ from balance.store import (
     UnknownAccount,
     to_ms,
 )
-from rating_core.rating import Usage, price_of, units_for
+from rating_core.rating import Usage, price_of, quote, units_for
 from rating_core.tariff import Catalog, NoRate, Plan, Rate, Unit, UnknownPlan
 
 log = logging.getLogger("occ.balance.service")
@@ -280,20 +280,14 @@ class ChargingService:
         # units used since the last report: those covered by reserved bucket units cost nothing
         covered = min(item.used, state.rb)
         money = raw = charged_units = 0
+        service, destination = item.service, item.destination
         if item.used > covered:
-            rated = price_of(
+            money, raw, charged_units = quote(
                 plan,
                 Usage(
-                    service=item.service,
-                    quantity=item.used - covered,
-                    start=at,
-                    destination=item.destination,
-                    offset=state.off + covered,
-                    prior=state.pr,
-                    cycle_used=cycle_used,
+                    service, item.used - covered, at, destination, state.off + covered, state.pr, cycle_used
                 ),
             )
-            money, raw, charged_units = rated.amount, rated.raw, rated.charged_units
         low = high = -1
         if tiered and charged_units:
             low, high = tier_range(rate, cycle_used, charged_units)
@@ -306,33 +300,27 @@ class ChargingService:
             wanted = self._wanted(item)
         reserve = reserve_money = smallest = following = 0
         if wanted > 0:
-            base = Usage(
-                service=item.service,
-                quantity=wanted,
-                start=at,
-                destination=item.destination,
-                offset=state.off + item.used,
-                prior=state.pr + raw,
-                cycle_used=cycle_used + charged_units,
-            )
+            offset, prior, position = state.off + item.used, state.pr + raw, cycle_used + charged_units
             if item.item in quotes:
                 available = quotes[item.item]
+                base = Usage(service, wanted, at, destination, offset, prior, position)
                 wanted = units_for(plan, base, available, wanted)
-                base = replace(base, quantity=wanted)
             if wanted == 0:
                 reserve = -1
             else:
-                rated_grant = price_of(plan, base)
-                reserve, reserve_money = wanted, rated_grant.amount
-                smallest = price_of(plan, replace(base, quantity=1)).amount
-                following = price_of(
+                grant = quote(plan, Usage(service, wanted, at, destination, offset, prior, position))
+                reserve, reserve_money = wanted, grant.amount
+                smallest = quote(plan, Usage(service, 1, at, destination, offset, prior, position)).amount
+                following = quote(
                     plan,
-                    replace(
-                        base,
-                        quantity=1,
-                        offset=base.offset + wanted,
-                        prior=base.prior + rated_grant.raw,
-                        cycle_used=base.cycle_used + rated_grant.charged_units,
+                    Usage(
+                        service,
+                        1,
+                        at,
+                        destination,
+                        offset + wanted,
+                        prior + grant.raw,
+                        position + grant.charged_units,
                     ),
                 ).amount
         if money > MAX_MONEY or reserve_money > MAX_MONEY:
@@ -567,7 +555,25 @@ def _unpriced(item: UsageItem, state: wire.ItemState, flags: str) -> wire.ItemPl
 def tier_counter(plan: Plan, service: str, now: datetime) -> str:
     """Field of the account hash counting a service's charged units in the current cycle (a calendar
     month in the plan's time zone)."""
-    return f"cy:{service}:{now.astimezone(plan.tz):%Y%m}"
+    return f"cy:{service}:{_month_label(plan.tz, now)}"
+
+
+# time zone -> (first instant, first instant after, "YYYYMM") of the month last asked about, as Unix
+# seconds: the label is a string formatted once a month instead of a time zone conversion per request
+_months: dict[tzinfo, tuple[float, float, str]] = {}
+
+
+def _month_label(tz: tzinfo, now: datetime) -> str:
+    moment = now.timestamp()
+    known = _months.get(tz)
+    if known is not None and known[0] <= moment < known[1]:
+        return known[2]
+    local = now.astimezone(tz)
+    start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    label = f"{local:%Y%m}"
+    _months[tz] = (start.timestamp(), following.timestamp(), label)
+    return label
 
 
 def tier_range(rate: Rate, position: int, units: int) -> tuple[int, int]:

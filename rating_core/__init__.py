@@ -6,7 +6,7 @@ values, so the charging service, the CLI and the tests all rate the same way.
 
 from rating_core.bands import TimeBands, Window
 from rating_core.money import MICRO, Money, Rounding, div_round, format_money, parse_money
-from rating_core.rating import Rated, Segment, Usage, price_of, units_for
+from rating_core.rating import Quote, Rated, Segment, Usage, price_of, quote, units_for
 from rating_core.tariff import (
     Allowance,
     Catalog,
@@ -34,6 +34,7 @@ __all__ = [
     "Period",
     "Plan",
     "Problem",
+    "Quote",
     "Rate",
     "Rated",
     "Rounding",
@@ -55,5 +56,6 @@ __all__ = [
     "parse_money",
     "parse_tariff",
     "price_of",
+    "quote",
     "units_for",
 ]

@@ -28,6 +28,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import msgspec
 
@@ -167,11 +168,12 @@ def _check(usage: Usage, quantity: int) -> None:
         raise ValueError(f"usage start {usage.start.isoformat()} is naive; pass an aware datetime")
 
 
-def _amount(plan: Plan, service: Service, rate: Rate, usage: Usage, quantity: int) -> tuple[int, int]:
-    """price_of(...).amount without building the breakdown, and the price per block of the last unit."""
+def _cost(plan: Plan, service: Service, rate: Rate, usage: Usage, quantity: int) -> tuple[int, int, int, int]:
+    """(amount, raw, charged units, price per block of the last unit) of ``quantity`` units continuing
+    ``usage``: price_of's arithmetic without building the breakdown."""
     offset = usage.offset
     if quantity == 0 and offset == 0:
-        return 0, 0
+        return 0, 0, 0, 0
     first = rate.charged(offset)
     n = rate.charged(offset + quantity) - first
     raw, price = _segments(plan, rate, service.unit, usage, first, n, None) if n else (0, 0)
@@ -180,7 +182,30 @@ def _amount(plan: Plan, service: Service, rate: Rate, usage: Usage, quantity: in
     if minimum:
         prior = usage.prior
         amount += max(0, minimum - prior - raw) - (max(0, minimum - prior) if offset > 0 else 0)
+    return amount, raw, n, price
+
+
+def _amount(plan: Plan, service: Service, rate: Rate, usage: Usage, quantity: int) -> tuple[int, int]:
+    """price_of(...).amount without building the breakdown, and the price per block of the last unit."""
+    amount, _, _, price = _cost(plan, service, rate, usage, quantity)
     return amount, price
+
+
+class Quote(NamedTuple):
+    """:func:`price_of` without the breakdown: what the charging hot path needs."""
+
+    amount: int
+    raw: int
+    charged_units: int
+
+
+def quote(plan: Plan, usage: Usage) -> Quote:
+    """``price_of(plan, usage)``'s amount, raw and charged units, without building segments (the same
+    arithmetic; tests hold the two equal)."""
+    _check(usage, usage.quantity)
+    service, rate = _lookup(plan, usage)
+    amount, raw, n, _ = _cost(plan, service, rate, usage, usage.quantity)
+    return Quote(amount, raw, n)
 
 
 def price_of(plan: Plan, usage: Usage) -> Rated:

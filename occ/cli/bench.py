@@ -138,6 +138,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _diameter(args: argparse.Namespace) -> int:
     from balance.store import StoreUnavailable
     from billing.db import DatabaseUnavailable
+    from occ.cli.account import postgres_failures
     from occ.diameter import bench
 
     for name in ("sessions", "updates", "connections", "accounts", "grant", "max_open"):
@@ -171,7 +172,8 @@ def _diameter(args: argparse.Namespace) -> int:
         print(f"-- {line}", file=sys.stderr, flush=True)
 
     try:
-        report = common.run(bench.run_benchmark(options, config_path(args.config), settings, progress))
+        with postgres_failures():
+            report = common.run(bench.run_benchmark(options, config_path(args.config), settings, progress))
     except (StoreUnavailable, DatabaseUnavailable, bench.ProcessError, ConnectionError, OSError) as exc:
         raise common.CommandError(f"bench diameter: {exc}") from None
     report["command"] = "occ " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "occ"

@@ -71,9 +71,6 @@ class CreditControlRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 _KNOWN = frozenset(d.AVPS)
 MAX_UNITS = 2**53 - 1  # beyond this the charging store cannot count exactly
-_UNIT_CODES = frozenset(
-    {d.AVP_CC_TOTAL_OCTETS, d.AVP_CC_INPUT_OCTETS, d.AVP_CC_OUTPUT_OCTETS, d.AVP_CC_SERVICE_SPECIFIC_UNITS}
-)
 
 # CCR AVPs that must be present (RFC 4006 §3.1); Auth-Application-Id is checked by value below.
 _REQUIRED = (
@@ -108,38 +105,61 @@ def _check_known(avps: Sequence[Avp]) -> None:
             raise CcError(d.DIAMETER_AVP_UNSUPPORTED, f"unknown AVP {avp.code} with the M bit", avp.encoded())
 
 
-def _units(avp: Avp) -> Units:
+_UNIT_FIELDS = {
+    d.AVP_CC_TIME: "time",
+    d.AVP_CC_TOTAL_OCTETS: "total",
+    d.AVP_CC_INPUT_OCTETS: "input",
+    d.AVP_CC_OUTPUT_OCTETS: "output",
+    d.AVP_CC_SERVICE_SPECIFIC_UNITS: "specific",
+}
+
+
+def _units(avp: Avp, reasons: list[int] | None = None) -> Units:
+    """The units of a *-Service-Unit AVP (the first of each kind counts); the 3GPP Reporting-Reasons
+    inside a Used-Service-Unit are appended to ``reasons``."""
     children = avp.grouped()
     _check_known(children)
-
-    def u(code: int) -> int | None:
-        found = find(children, code)
-        return None if found is None else found.u64() if code != d.AVP_CC_TIME else found.u32()
-
-    money = find(children, d.AVP_CC_MONEY)
-    if money is not None:
-        raise invalid(money, "CC-Money service units are not supported")
+    found: dict[str, int] = {}
     for child in children:
-        if child.code in _UNIT_CODES and len(child.data) == 8 and child.u64() > MAX_UNITS:
-            raise invalid(avp, f"more than {MAX_UNITS} units")
-    return Units(
-        time=u(d.AVP_CC_TIME),
-        total=u(d.AVP_CC_TOTAL_OCTETS),
-        input=u(d.AVP_CC_INPUT_OCTETS),
-        output=u(d.AVP_CC_OUTPUT_OCTETS),
-        specific=u(d.AVP_CC_SERVICE_SPECIFIC_UNITS),
-    )
+        code = child.code
+        if child.vendor:
+            if reasons is not None and code == d.AVP_REPORTING_REASON and child.vendor == TGPP:
+                reasons.append(child.u32())
+            continue
+        name = _UNIT_FIELDS.get(code)
+        if name is not None:
+            if name in found:
+                continue
+            if code == d.AVP_CC_TIME:
+                found[name] = child.u32()
+            else:
+                value = found[name] = child.u64()
+                if value > MAX_UNITS:
+                    raise invalid(avp, f"more than {MAX_UNITS} units")
+        elif code == d.AVP_CC_MONEY:
+            raise invalid(child, "CC-Money service units are not supported")
+    return Units(**found)
 
 
 def _control(avps: Sequence[Avp]) -> ServiceControl:
-    rsu = find(avps, d.AVP_REQUESTED_SERVICE_UNIT)
-    rg = find(avps, d.AVP_RATING_GROUP)
-    si = find(avps, d.AVP_SERVICE_IDENTIFIER)
-    reasons = [a.u32() for a in find_all(avps, d.AVP_REPORTING_REASON, TGPP)]
-    used = []
-    for usu in find_all(avps, d.AVP_USED_SERVICE_UNIT):
-        used.append(_units(usu))
-        reasons += [a.u32() for a in find_all(usu.grouped(), d.AVP_REPORTING_REASON, TGPP)]
+    rsu: Avp | None = None
+    rg: Avp | None = None
+    si: Avp | None = None
+    reasons: list[int] = []
+    used: list[Units] = []
+    for avp in avps:
+        code = avp.code
+        if avp.vendor:
+            if code == d.AVP_REPORTING_REASON and avp.vendor == TGPP:
+                reasons.append(avp.u32())
+        elif code == d.AVP_USED_SERVICE_UNIT:
+            used.append(_units(avp, reasons))
+        elif code == d.AVP_REQUESTED_SERVICE_UNIT and rsu is None:
+            rsu = avp
+        elif code == d.AVP_RATING_GROUP and rg is None:
+            rg = avp
+        elif code == d.AVP_SERVICE_IDENTIFIER and si is None:
+            si = avp
     return ServiceControl(
         rating_group=None if rg is None else rg.u32(),
         service_identifier=None if si is None else si.u32(),

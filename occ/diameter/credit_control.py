@@ -624,7 +624,7 @@ class CreditControlApplication:
 def _count_held(held: dict[str, tuple[str, int, int]], sign: int) -> None:
     for service, units, money in held.values():
         if units:
-            metrics.CC_RESERVED_UNITS.labels(service=service).inc(sign * units)
+            metrics.cc_reserved_units(service).inc(sign * units)
         if money:
             metrics.CC_RESERVED_MONEY.inc(sign * money)
 

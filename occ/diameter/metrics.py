@@ -124,6 +124,11 @@ def cc_requests(kind: str, result_code: int) -> Counter:
     return CC_REQUESTS.labels(type=kind, result_code=str(result_code))
 
 
+@lru_cache(maxsize=256)
+def cc_reserved_units(service: str) -> Gauge:
+    return CC_RESERVED_UNITS.labels(service=service)
+
+
 @lru_cache(maxsize=16)
 def cc_seconds(kind: str) -> Histogram:
     return CC_SECONDS.labels(type=kind)

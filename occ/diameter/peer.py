@@ -60,6 +60,8 @@ from occ.diameter.dictionary import (
     APP_RELAY,
     AVP_ACCT_APPLICATION_ID,
     AVP_AUTH_APPLICATION_ID,
+    AVP_DESTINATION_HOST,
+    AVP_DESTINATION_REALM,
     AVP_DISCONNECT_CAUSE,
     AVP_ERROR_MESSAGE,
     AVP_FAILED_AVP,
@@ -82,8 +84,10 @@ from occ.diameter.dictionary import (
     DIAMETER_COMMAND_UNSUPPORTED,
     DIAMETER_MISSING_AVP,
     DIAMETER_NO_COMMON_APPLICATION,
+    DIAMETER_REALM_NOT_SERVED,
     DIAMETER_SUCCESS,
     DIAMETER_TOO_BUSY,
+    DIAMETER_UNABLE_TO_DELIVER,
     DIAMETER_UNKNOWN_PEER,
     DISCONNECT_CAUSE_REBOOTING,
 )
@@ -114,6 +118,12 @@ class PeerConfig:
     max_message_length: int = 65536
     # Longest wait for a DPA (ours sent) or for answers in flight after DPR/DPA.
     disconnect_timeout_s: float = 5.0
+    # Realms served here besides origin_realm (RFC 6733 §6.1.4: requests for other realms get 3003).
+    served_realms: tuple[str, ...] = ()
+
+    def serves_realm(self, realm: str) -> bool:
+        realm = realm.lower()
+        return realm == self.origin_realm.lower() or any(realm == r.lower() for r in self.served_realms)
 
     def peer_allowed(self, host: str, realm: str) -> bool:
         host, realm = host.lower(), realm.lower()
@@ -485,10 +495,12 @@ class PeerMachine:
                 self._fire(Input.DPR, now, message=message)
             else:
                 commands = self.config.applications.get(message.application_id)
-                if commands is not None and code in commands:
-                    self._fire(Input.APP_REQUEST, now, message=message)
-                else:
+                if commands is None or code not in commands:
                     self._fire(Input.UNSUPPORTED_REQUEST, now, message=message)
+                elif (refused := self._check_destination(message)) is not None:
+                    self._fire(Input.UNSUPPORTED_REQUEST, now, message=message, result=(refused, None))
+                else:
+                    self._fire(Input.APP_REQUEST, now, message=message)
         elif code == CMD_CAPABILITIES_EXCHANGE:
             self._fire(Input.CEA, now)
         elif code == CMD_DEVICE_WATCHDOG:
@@ -512,6 +524,21 @@ class PeerMachine:
         ours = set(self.config.applications) - {APP_COMMON}
         if APP_RELAY not in offered and not offered & ours:
             return DIAMETER_NO_COMMON_APPLICATION, None
+        return None
+
+    def _check_destination(self, request: Message) -> int | None:
+        """RFC 6733 §6.1.4: a request is ours when its Destination-Host names us, or when it has none and
+        its Destination-Realm is one we serve. This node relays nothing, so a request for another host
+        gets 3002 DIAMETER_UNABLE_TO_DELIVER and one for another realm 3003 DIAMETER_REALM_NOT_SERVED. A
+        missing Destination-Realm is the application's to report (5005, with the rest of its checks)."""
+        host = request.find(AVP_DESTINATION_HOST)
+        if host is not None:
+            if _text(host).lower() != self.config.origin_host.lower():
+                return DIAMETER_UNABLE_TO_DELIVER
+            return None
+        realm = request.find(AVP_DESTINATION_REALM)
+        if realm is not None and not self.config.serves_realm(_text(realm)):
+            return DIAMETER_REALM_NOT_SERVED
         return None
 
     # -- the table at work -----------------------------------------------------------------------------
@@ -559,12 +586,15 @@ class PeerMachine:
             self.close_reason = "disconnected"
         elif action is Action.ANSWER_UNSUPPORTED:
             assert message is not None
-            known = message.application_id in self.config.applications or (
-                message.application_id == APP_COMMON
-            )
-            self._answer_error(
-                message, DIAMETER_COMMAND_UNSUPPORTED if known else DIAMETER_APPLICATION_UNSUPPORTED
-            )
+            if result is not None:  # known command, but not for this node
+                self._answer_error(message, result[0])
+            else:
+                known = message.application_id in self.config.applications or (
+                    message.application_id == APP_COMMON
+                )
+                self._answer_error(
+                    message, DIAMETER_COMMAND_UNSUPPORTED if known else DIAMETER_APPLICATION_UNSUPPORTED
+                )
         elif action is Action.ANSWER_ERROR:
             assert error is not None
             self._answer_decode_error(frame, error)

@@ -67,6 +67,7 @@ def peer_config(
         watchdog_s=settings.watchdog_s,
         max_message_length=settings.max_message_length,
         disconnect_timeout_s=DISCONNECT_TIMEOUT_S,
+        served_realms=tuple(settings.served_realms),
     )
 
 

@@ -38,6 +38,9 @@ class DiameterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     # Our DiameterIdentity and realm, sent in every answer and request.
     origin_host: str = "occ.localdomain"
     origin_realm: str = "localdomain"
+    # Further realms served here. Requests are answered when Destination-Host is origin_host, or when
+    # it is absent and Destination-Realm is origin_realm or one of these; otherwise 3002 / 3003.
+    served_realms: list[str] = msgspec.field(default_factory=list)
     # Host-IP-Address values of the CEA. Empty: the listen address (127.0.0.1 when it is a wildcard).
     host_ip_addresses: list[str] = msgspec.field(default_factory=list)
     # Vendor-Id of this implementation in the CEA (0: none/IETF).

@@ -7,6 +7,7 @@ segmentation of the bytes). A second hypothesis test walks random input sequence
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 from collections.abc import Callable
@@ -618,6 +619,35 @@ def test_unsupported_command_and_application() -> None:
     check_error_answer(second, 8, CCR, d.DIAMETER_APPLICATION_UNSUPPORTED)
     assert second.application_id == 77
     assert [p.encoded() for p in first.find_all(d.AVP_PROXY_INFO)] == [PROXY_1, PROXY_2]
+
+
+@pytest.mark.parametrize(
+    ("destination", "result"),
+    [
+        (avp_utf8(d.AVP_DESTINATION_REALM, "TEST"), None),  # our realm, any case
+        (avp_utf8(d.AVP_DESTINATION_REALM, "billing.test"), None),  # a served realm
+        (avp_utf8(d.AVP_DESTINATION_HOST, "occ.test") + avp_utf8(d.AVP_DESTINATION_REALM, "x"), None),
+        (b"", None),  # no Destination-Realm: the application answers 5005
+        (avp_utf8(d.AVP_DESTINATION_REALM, "other.example"), d.DIAMETER_REALM_NOT_SERVED),
+        (avp_utf8(d.AVP_DESTINATION_HOST, "ocs2.test"), d.DIAMETER_UNABLE_TO_DELIVER),
+    ],
+    ids=["own-realm", "served-realm", "own-host", "no-realm", "other-realm", "other-host"],
+)
+def test_requests_for_another_host_or_realm_are_answered_not_dispatched(
+    destination: bytes, result: int | None
+) -> None:
+    drv = Driver(dataclasses.replace(CONFIG, served_realms=("billing.test",)))
+    drv.open()
+    events = drv.feed(
+        encode_message(FLAG_REQUEST, CCR, CC, 9, 1009, SESSION + identity() + destination + PROXY_1)
+    )
+    if result is None:
+        assert [type(e) for e in events] == [RequestReceived]
+        assert drv.out() == []
+    else:
+        assert not any(isinstance(e, RequestReceived) for e in events)
+        [msg] = drv.out()
+        check_error_answer(msg, 9, CCR, result)
 
 
 @pytest.mark.parametrize(

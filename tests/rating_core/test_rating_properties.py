@@ -13,7 +13,18 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rating_core import Catalog, Plan, Rate, Usage, div_round, format_money, parse_tariff, price_of, units_for
+from rating_core import (
+    Catalog,
+    Plan,
+    Rate,
+    Usage,
+    div_round,
+    format_money,
+    parse_tariff,
+    price_of,
+    quote,
+    units_for,
+)
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -165,6 +176,15 @@ def test_segments_agree_with_a_unit_by_unit_oracle(data: st.DataObject) -> None:
             assert s.start is not None and case.plan.bands.band_at(s.start) == s.band
     neighbours = list(zip(rated.segments, rated.segments[1:], strict=False))
     assert all((a.band, a.tier) != (b.band, b.tier) for a, b in neighbours)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_the_charging_quote_is_price_of_without_the_breakdown(data: st.DataObject) -> None:
+    case = data.draw(cases())
+    usage = replace(data.draw(contexts(case)), quantity=data.draw(st.integers(0, 20_000)))
+    rated = price_of(case.plan, usage)
+    assert quote(case.plan, usage) == (rated.amount, rated.raw, rated.charged_units)
 
 
 @SETTINGS
