@@ -202,8 +202,12 @@ class FastLink:
         return await protocol.send(_pack(args))
 
     async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        # the hot path of every charging request: the connection at hand, one coroutine frame
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            protocol = await self._connect()
         try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await protocol.send(_pack(("EVALSHA", script.sha, len(keys), *keys, *args)))
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise

@@ -134,6 +134,8 @@ class CreditControlApplication:
         self._identities: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._tables = _Tables()
+        self.held = metrics.HeldTotals()  # what the open sessions hold, for /metrics
+        metrics.HELD.sources.add(self)
         self._swept = 0.0
         self._listener: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -543,9 +545,9 @@ class CreditControlApplication:
         tracked.seen = time.monotonic()
         tracked.starved = starved
         tracked.rar_pending = False
-        _count_held(tracked.held, -1)
+        _count_held(self.held, tracked.held, -1)
         tracked.held.update(held)
-        _count_held(tracked.held, +1)
+        _count_held(self.held, tracked.held, +1)
 
     def _sweep(self) -> None:
         """Forget sessions silent for twice Tcc (the store's reaper has returned their reservations)."""
@@ -562,7 +564,7 @@ class CreditControlApplication:
         tracked = tables.sessions.pop(session_id, None)
         if tracked is not None:
             metrics.CC_SESSIONS.dec()
-            _count_held(tracked.held, -1)
+            _count_held(self.held, tracked.held, -1)
             sessions = tables.by_account.get(tracked.account_id)
             if sessions is not None:
                 sessions.discard(session_id)
@@ -621,12 +623,11 @@ class CreditControlApplication:
         )
 
 
-def _count_held(held: dict[str, tuple[str, int, int]], sign: int) -> None:
+def _count_held(totals: metrics.HeldTotals, held: dict[str, tuple[str, int, int]], sign: int) -> None:
     for service, units, money in held.values():
         if units:
-            metrics.cc_reserved_units(service).inc(sign * units)
-        if money:
-            metrics.CC_RESERVED_MONEY.inc(sign * money)
+            totals.units[service] = totals.units.get(service, 0) + sign * units
+        totals.money += sign * money
 
 
 def _final(control: ServiceControl) -> bool:

@@ -5,10 +5,14 @@ Commands are labelled by their short request/answer names (``CCR``, ``CEA``...; 
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _NAMES: dict[int, str] = {
     257: "CE",
@@ -108,25 +112,54 @@ CC_SERVER_REQUESTS = Counter(
     "Server-initiated requests of the credit-control application (RAR, ASR), by command and outcome.",
     ["command", "outcome"],
 )
-CC_RESERVED_MONEY = Gauge(
-    "occ_diameter_cc_reserved_money_micro",
-    "Money (micro-units, all currencies together) held by the grants of this worker's open sessions.",
-)
-CC_RESERVED_UNITS = Gauge(
-    "occ_diameter_cc_reserved_units",
-    "Units (seconds, bytes or events) granted to this worker's open sessions, by service.",
-    ["service"],
-)
+
+
+class HeldTotals:
+    """What one application's open sessions hold: plain integers, updated per request at the cost of an
+    addition (a prometheus_client gauge takes a lock per update) and exported at scrape time."""
+
+    def __init__(self) -> None:
+        self.money = 0
+        self.units: dict[str, int] = {}
+
+
+class _HeldCollector(Collector):
+    """``occ_diameter_cc_reserved_money_micro`` and ``occ_diameter_cc_reserved_units{service}``: the
+    totals of every live credit-control application of this worker, summed when scraped."""
+
+    def __init__(self) -> None:
+        self.sources: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        money = 0
+        units: dict[str, int] = {}
+        for source in list(self.sources):
+            totals: HeldTotals = source.held
+            money += totals.money
+            for service, count in totals.units.items():
+                units[service] = units.get(service, 0) + count
+        yield GaugeMetricFamily(
+            "occ_diameter_cc_reserved_money_micro",
+            "Money (micro-units, all currencies together) held by the grants of this worker's open sessions.",
+            value=money,
+        )
+        family = GaugeMetricFamily(
+            "occ_diameter_cc_reserved_units",
+            "Units (seconds, bytes or events) granted to this worker's open sessions, by service.",
+            labels=["service"],
+        )
+        for service, count in sorted(units.items()):
+            family.add_metric([service], count)
+        yield family
+
+
+HELD = _HeldCollector()
+REGISTRY.register(HELD)
 
 
 @lru_cache(maxsize=256)
 def cc_requests(kind: str, result_code: int) -> Counter:
     return CC_REQUESTS.labels(type=kind, result_code=str(result_code))
-
-
-@lru_cache(maxsize=256)
-def cc_reserved_units(service: str) -> Gauge:
-    return CC_RESERVED_UNITS.labels(service=service)
 
 
 @lru_cache(maxsize=16)
