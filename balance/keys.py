@@ -13,6 +13,7 @@ append the charge record in the same atomic step.
     {prefix}:{<p>}:c                    charge stream of the partition
     {prefix}:id:<kind>:<value>          identity -> account (hash: account, secret)
     {prefix}:so:<session id>            account of a protocol session (Diameter Session-Id, RADIUS)
+    {prefix}:nas:<nas>                  RADIUS sessions a NAS has open: session id -> "<account>|<user>|<ip>"
     {prefix}:notify                     pub/sub channel: "credit|<account>", "status|<account>|<status>"
 """
 
@@ -71,6 +72,9 @@ class KeySpace:
 
     def session_owner(self, session_id: str) -> str:
         return f"{self.prefix}:so:{session_id}"
+
+    def nas_sessions(self, nas: str) -> str:
+        return f"{self.prefix}:nas:{nas}"
 
     @property
     def notifications(self) -> str:

@@ -61,6 +61,10 @@ class UsageItem(msgspec.Struct, frozen=True, kw_only=True):
     destination: str = ""
     used: int = 0  # units used since the previous report
     requested: int | None = None  # units wanted next; None: the service's default grant; 0: none
+    # Units used since the session started, for clients that report running totals (RADIUS): the
+    # service charges what the total adds to what it already counted (never less than nothing), so a
+    # repeated or late report moves nothing. Exclusive with ``used``.
+    total: int | None = None
 
 
 class SessionRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -233,6 +237,8 @@ class ChargingService:
         items: list[wire.ItemPlan] = []
         for item in request.items:
             state = session.it.get(item.item) or wire.ItemState(s=item.service)
+            if item.total is not None:
+                item = msgspec.structs.replace(item, used=max(0, item.total - state.off))
             if not plan_name:
                 # cold cache: a placeholder the script answers with the view
                 items.append(_unpriced(item, state, ""))
@@ -603,6 +609,8 @@ def _validate(request: SessionRequest) -> None:
         seen.add(item.item)
         if not 0 <= item.used <= MAX_UNITS:
             raise InvalidRequest(f"item {item.item!r}: used units {item.used} outside 0..{MAX_UNITS}")
+        if item.total is not None and (item.used or not 0 <= item.total <= MAX_UNITS):
+            raise InvalidRequest(f"item {item.item!r}: a total of {item.total} (with used {item.used})")
         if item.requested is not None and not 0 <= item.requested <= MAX_UNITS:
             raise InvalidRequest(
                 f"item {item.item!r}: requested units {item.requested} outside 0..{MAX_UNITS}"

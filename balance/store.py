@@ -388,6 +388,25 @@ class BalanceStore:
         owner = await self._execute("GET", self.keys.session_owner(session_id))
         return None if owner is None else str(owner.decode())
 
+    # --- the sessions a RADIUS NAS holds (Accounting-On/Off closes them all) -------------------------
+    async def put_nas_session(self, nas: str, session_id: str, value: str, ttl_s: int) -> None:
+        """Remember an open session of ``nas``; the index lives ``ttl_s`` past its latest change."""
+        key = self.keys.nas_sessions(nas)
+        await self._execute("HSET", key, session_id, value)
+        await self._execute("EXPIRE", key, ttl_s)
+
+    async def nas_sessions(self, nas: str) -> dict[str, str]:
+        raw = await self._execute("HGETALL", self.keys.nas_sessions(nas))
+        if isinstance(raw, dict):  # redis-py's links parse HGETALL into a dict
+            items = list(raw.items())
+        else:
+            flat = iter(raw or ())
+            items = list(zip(flat, flat, strict=False))
+        return {k.decode(): v.decode() for k, v in items}
+
+    async def drop_nas_session(self, nas: str, session_id: str) -> None:
+        await self._execute("HDEL", self.keys.nas_sessions(nas), session_id)
+
     async def notifications(self) -> AsyncIterator[Notification]:
         """Credits and status changes as the scripts publish them (for RAR/ASR and Disconnect).
 

@@ -71,8 +71,16 @@ def build_components(settings: Settings) -> list[Component]:
     # Protocol listeners last, so nothing is accepted before the machinery behind it runs:
     #   * RADIUS auth/accounting (aaa), Diameter Gy/Ro (occ.diameter, last: below).
     # --------------------------------------------------------------------------------------------------
+    if settings.radius.enabled:
+        components.append(_radius_component())
     components.append(_diameter_component())
     return components
+
+
+def _radius_component() -> Component:
+    from occ.radius import RadiusComponent
+
+    return RadiusComponent()
 
 
 def _diameter_component() -> Component:

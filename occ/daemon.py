@@ -61,6 +61,11 @@ RESTART_ONLY: tuple[str, ...] = (
     "diameter.tls",
     "diameter.origin_host",
     "diameter.origin_realm",
+    # the RADIUS sockets (clients, dictionaries, plans and profiles reload)
+    "radius.enabled",
+    "radius.listen",
+    "radius.auth_port",
+    "radius.acct_port",
 )
 
 # How long one dependency probe of /health and /metrics may take before it counts as a failure.

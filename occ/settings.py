@@ -17,6 +17,8 @@ from typing import Any
 
 import msgspec
 
+from aaa.dictionary import DictionaryError
+from aaa.settings import RadiusSettings
 from balance.settings import BalanceSettings, RedisSettings
 from billing.settings import DatabaseSettings
 from occ.diameter.cc_settings import CreditControlSettings
@@ -59,6 +61,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     balance: BalanceSettings = msgspec.field(default_factory=BalanceSettings)
     diameter: DiameterSettings = msgspec.field(default_factory=DiameterSettings)
+    radius: RadiusSettings = msgspec.field(default_factory=RadiusSettings)
 
 
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
@@ -163,6 +166,46 @@ def _check(s: Settings, source: str) -> None:
         if units <= 0:
             fail(f"balance.max_grants.{service}", "a positive number of units", units)
     _check_diameter(s.diameter, fail)
+    _check_radius(s.radius, source, fail)
+
+
+def _check_radius(r: RadiusSettings, source: str, fail: Callable[[str, str, object], None]) -> None:
+    for key in ("auth_port", "acct_port"):
+        if not 0 <= getattr(r, key) < 65536:
+            fail(f"radius.{key}", "a port number 0-65535 (0: any free port)", getattr(r, key))
+    if r.enabled and not r.listen:
+        fail("radius.listen", "at least one address to listen on", r.listen)
+    for address in r.listen:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            fail("radius.listen", "IP addresses", address)
+    for n, client in enumerate(r.clients):
+        where = f"radius.clients[{n}]"
+        try:
+            ipaddress.ip_network(client.address, strict=False)
+        except ValueError:
+            fail(f"{where}.address", "an IP address or CIDR block", client.address)
+        if not client.secret:
+            fail(f"{where}.secret", "a non-empty shared secret", "")
+        if client.profile not in r.profiles:
+            fail(
+                f"{where}.profile", "one of radius.profiles: " + ", ".join(sorted(r.profiles)), client.profile
+            )
+        if not 0 <= client.coa_port < 65536:
+            fail(f"{where}.coa_port", "a port number (0: no Disconnect/CoA)", client.coa_port)
+    for key in ("interim_interval_s", "stale_intervals", "coa_timeout_s", "duplicate_window_s"):
+        if getattr(r, key) <= 0:
+            fail(f"radius.{key}", "a positive number", getattr(r, key))
+    if r.coa_retries < 0:
+        fail("radius.coa_retries", "a number of retries >= 0", r.coa_retries)
+    if r.enabled:
+        from aaa.server import validate  # reads the dictionary files
+
+        try:
+            validate(r)
+        except (ValueError, DictionaryError) as exc:
+            raise ConfigError(f"{source}: radius: {exc}") from None
 
 
 def _check_credit_control(cc: CreditControlSettings, fail: Callable[[str, str, object], None]) -> None:

@@ -8,6 +8,7 @@ line on stderr and a non-zero exit: 2 for bad input (arguments, config, files), 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -61,4 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader left (occ balance alice | head): stop quietly, and keep Python's exit-time flush of
+        # stdout from failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code

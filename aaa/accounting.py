@@ -1,0 +1,166 @@
+"""Accounting-Request -> the charging service (RFC 2866): Start = initiate, Interim-Update = update, Stop =
+terminate, Accounting-On/Off = terminate every open session of that NAS.
+
+A RADIUS session is charged as one item of the access service (``[radius] service``). NASes report running
+totals, so every request carries the total (octets including Acct-*-Gigawords for a service counted in
+bytes, Acct-Session-Time for one counted in seconds) and the service charges what it adds to what was
+counted before: a retransmission, a late interim or an interim after a lost one charges exactly what it
+should. Each Start/Interim also reserves the service's default grant, so concurrent sessions of one account
+cannot overshoot its balance; when no further grant is possible, or the account is no longer active, the
+caller disconnects the session (RFC 5176).
+
+Timing: the event happened Acct-Delay-Time seconds before it arrived; the session started Acct-Session-Time
+seconds before that. The session lives in Redis (any worker can take its next packet) and expires, its
+reservation returned, after ``stale_intervals`` interim intervals without accounting.
+
+The reply (Accounting-Response) is sent only once the charge is recorded; when the store is unreachable
+there is no reply and the NAS retransmits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import timedelta
+
+from aaa.access import account_of_class
+from aaa.clients import NasClient
+from aaa.codec import Packet
+from aaa.context import IDENTITY_KIND, RadiusContext
+from aaa.values import read_text, read_u32
+from balance.service import SessionAnswer, SessionRequest, UsageItem
+from rating_core.tariff import Unit
+
+SESSION_PREFIX = "radius"
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A session to disconnect: what the Disconnect-Request names."""
+
+    nas_host: str
+    session_id: str  # Acct-Session-Id
+    user_name: str
+    framed_ip: bytes | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    outcome: str  # for the metrics: start, interim, stop, accounting_on, ...
+    cut: Cut | None = None
+
+
+def nas_of(ctx: RadiusContext, packet: Packet, host: str) -> str:
+    """The NAS's identity for session ids: NAS-IP-Address, NAS-IPv6-Address, NAS-Identifier, or the source."""
+    a = ctx.attrs
+    for key in (a.nas_ip_address, a.nas_ipv6_address):
+        value = packet.get(key)
+        if value is not None and len(value) in (4, 16):
+            return str(ipaddress.ip_address(value))
+    ident = read_text(packet.get(a.nas_identifier))
+    return ident or host
+
+
+def _total(ctx: RadiusContext, packet: Packet, unit: Unit | None) -> int:
+    a = ctx.attrs
+    if unit is Unit.SECOND:
+        return read_u32(packet.get(a.acct_session_time)) or 0
+    octets = 0
+    for low, high in (
+        (a.acct_input_octets, a.acct_input_gigawords),
+        (a.acct_output_octets, a.acct_output_gigawords),
+    ):
+        octets += (read_u32(packet.get(high)) or 0) << 32 | (read_u32(packet.get(low)) or 0)
+    return octets
+
+
+async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: str) -> Recorded:
+    """Apply one Accounting-Request; StoreUnavailable propagates (no reply: the NAS retries)."""
+    a = ctx.attrs
+    status = read_u32(packet.get(a.acct_status_type))
+    nas = nas_of(ctx, packet, host)
+    store = ctx.charging.store
+    ttl = ctx.settings.interim_interval_s * ctx.settings.stale_intervals
+    if status in (a.status_accounting_on, a.status_accounting_off):
+        await close_nas_sessions(ctx, nas)
+        return Recorded("accounting_on" if status == a.status_accounting_on else "accounting_off")
+    if status not in (a.status_start, a.status_interim, a.status_stop):
+        return Recorded("ignored")
+    acct_session = read_text(packet.get(a.acct_session_id))
+    if not acct_session:
+        return Recorded("no_session_id")
+    user = read_text(packet.get(a.user_name))
+    account_id = account_of_class(packet.get(a.class_))
+    if account_id is None and user:
+        found = await store.resolve_identity(IDENTITY_KIND, user)
+        account_id = found[0] if found is not None else None
+    if account_id is None:
+        return Recorded("unknown_account")
+    delay = read_u32(packet.get(a.acct_delay_time)) or 0
+    now = ctx.clock() - timedelta(seconds=delay)
+    service = ctx.settings.service
+    unit = ctx.charging.catalog.unit_of(service)
+    total = _total(ctx, packet, unit)
+    elapsed = read_u32(packet.get(a.acct_session_time)) or 0
+    session_id = f"{SESSION_PREFIX}:{nas}:{acct_session}"
+    framed = packet.get(a.framed_ip_address)
+
+    def request(key: str, item: UsageItem, *, create_missing: bool = True) -> SessionRequest:
+        return SessionRequest(
+            account_id=account_id or "",
+            session_id=session_id,
+            key=key,
+            items=(item,),
+            now=now,
+            started=now - timedelta(seconds=elapsed),
+            create_missing=create_missing,
+            ttl_s=ttl,
+        )
+
+    item = UsageItem(item=service, service=service, total=total)
+    if status == a.status_start:
+        answer = await ctx.charging.initiate(request(f"{session_id};start", item, create_missing=False))
+        await store.put_nas_session(nas, session_id, f"{account_id}|{user}", ttl)
+        return Recorded("start", _cut_needed(answer, host, acct_session, user, framed))
+    if status == a.status_interim:
+        answer = await ctx.charging.update(request(f"{session_id};interim;{total};{elapsed}", item))
+        return Recorded("interim", _cut_needed(answer, host, acct_session, user, framed))
+    final = UsageItem(item=service, service=service, total=total, requested=0)
+    await ctx.charging.terminate(request(f"{session_id};stop", final))
+    await store.drop_nas_session(nas, session_id)
+    return Recorded("stop")
+
+
+def _cut_needed(
+    answer: SessionAnswer, host: str, acct_session: str, user: str, framed: bytes | None
+) -> Cut | None:
+    if answer.result != "OK":
+        return Cut(host, acct_session, user, framed, answer.result.lower())
+    if answer.status and answer.status != "active":
+        return Cut(host, acct_session, user, framed, answer.status)
+    if any(item.granted == 0 and item.result != "OK" for item in answer.items):
+        return Cut(host, acct_session, user, framed, "no_credit")
+    return None
+
+
+async def close_nas_sessions(ctx: RadiusContext, nas: str) -> int:
+    """Accounting-On/Off: the NAS lost its sessions. Each is terminated with what was last reported (the
+    rest of its reservation goes back); returns how many."""
+    store = ctx.charging.store
+    sessions = await store.nas_sessions(nas)
+    service = ctx.settings.service
+    now = ctx.clock()
+    for session_id, value in sessions.items():
+        account_id = value.split("|", 1)[0]
+        await ctx.charging.terminate(
+            SessionRequest(
+                account_id=account_id,
+                session_id=session_id,
+                key=f"{session_id};nas-restart;{int(now.timestamp())}",
+                items=(UsageItem(item=service, service=service, requested=0),),
+                now=now,
+            )
+        )
+        await store.drop_nas_session(nas, session_id)
+    return len(sessions)

@@ -1,0 +1,230 @@
+"""The RADIUS server: UDP auth and accounting sockets, client check, duplicate cache, dispatch, replies.
+
+Per datagram, in order: an unknown source address is dropped (``unknown_client``); a retransmission of an
+answered request gets the stored reply again and nothing else happens, one of a request still being worked
+on is dropped (RFC 5080 §2.2.2); the packet must decode (``malformed``); an Accounting-Request's
+authenticator and any Message-Authenticator must verify (``bad_authenticator``); a client configured with
+``require_message_authenticator`` must send one in every Access-Request. Only then is the request worked on,
+in a task of its own, and answered from the socket it arrived on. Access-Accept, -Reject (and -Challenge)
+always carry a Message-Authenticator, first. Dropped datagrams are counted by reason, never answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from aaa import access, accounting, codec, metrics
+from aaa.attributes import Attrs, resolve
+from aaa.clients import ClientTable, NasClient
+from aaa.context import RadiusContext
+from aaa.dedup import DuplicateCache, Seen
+from aaa.dictionary import Dictionary, load
+from aaa.dynauth import DynAuthClient
+from aaa.settings import RadiusSettings
+from balance.service import ChargingService
+from balance.store import StoreUnavailable
+
+log = logging.getLogger("occ.radius")
+
+AUTH, ACCT = "auth", "acct"
+_EXPECTED = {
+    AUTH: frozenset({codec.ACCESS_REQUEST, codec.STATUS_SERVER}),
+    ACCT: frozenset({codec.ACCOUNTING_REQUEST}),
+}
+
+
+def validate(settings: RadiusSettings) -> tuple[Dictionary, Attrs]:
+    """Load the dictionaries and resolve every attribute name the settings use; DictionaryError or
+    ValueError name the problem (the daemon then refuses to start, or to reload)."""
+    dictionary = load(settings.dictionary)
+    attrs = resolve(dictionary)
+    for name, profile in settings.profiles.items():
+        for attribute in (*profile.reply, profile.data_quota, profile.data_quota_gigawords):
+            if attribute:
+                dictionary.attribute(attribute)
+        for template in profile.reply.values():
+            try:
+                template.format_map({"rate_limit": "", "plan": ""})
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"radius.profiles.{name}: template {template!r}: {exc}") from None
+    for client in settings.clients:
+        if client.profile not in settings.profiles:
+            raise ValueError(f"radius.clients {client.address}: no profile {client.profile!r}")
+    return dictionary, attrs
+
+
+def build_context(
+    settings: RadiusSettings, charging: ChargingService, clock: Callable[[], datetime] | None = None
+) -> RadiusContext:
+    dictionary, attrs = validate(settings)
+    return RadiusContext(
+        settings=settings,
+        dictionary=dictionary,
+        attrs=attrs,
+        clients=ClientTable(settings.clients),
+        charging=charging,
+        clock=clock or (lambda: datetime.now(UTC)),
+    )
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, server: RadiusServer, kind: str) -> None:
+        self.server = server
+        self.kind = kind
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is not None:
+            self.server.receive(data, addr, self.kind, self.transport)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("RADIUS socket error: %s", exc)
+
+
+class RadiusServer:
+    def __init__(self, ctx: RadiusContext) -> None:
+        self.ctx = ctx
+        self.dedup = DuplicateCache(ctx.settings.duplicate_window_s)
+        self.dynauth = DynAuthClient(lambda: self.ctx)
+        self._transports: list[asyncio.DatagramTransport] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.ports: dict[tuple[str, str], int] = {}  # (kind, address) -> bound port
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.ctx.settings
+        try:
+            for address in s.listen:
+                for kind, port in ((AUTH, s.auth_port), (ACCT, s.acct_port)):
+                    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                    transport, _ = await loop.create_datagram_endpoint(
+                        lambda kind=kind: _Endpoint(self, kind),  # type: ignore[misc]
+                        local_addr=(address, port),
+                        family=family,
+                    )
+                    self._transports.append(transport)
+                    self.ports[(kind, address)] = transport.get_extra_info("sockname")[1]
+            await self.dynauth.start()
+        except OSError:
+            await self.stop(0)
+            raise
+
+    def reload(self, ctx: RadiusContext) -> None:
+        self.ctx = ctx
+        self.dedup.window_s = ctx.settings.duplicate_window_s
+
+    async def stop(self, grace_s: float) -> None:
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=max(grace_s, 0.01))
+            for task in pending:
+                task.cancel()
+        await self.dynauth.stop()
+
+    # -- per datagram ----------------------------------------------------------------------------------
+    def receive(
+        self, data: bytes, addr: tuple[str, int], kind: str, transport: asyncio.DatagramTransport
+    ) -> None:
+        ctx = self.ctx
+        host, port = addr[0], addr[1]
+        client = ctx.clients.lookup(host)
+        if client is None:
+            metrics.dropped("unknown_client").inc()
+            return
+        if len(data) < codec.HEADER or data[0] not in _EXPECTED[kind]:
+            metrics.dropped("malformed" if len(data) < codec.HEADER else "unexpected_code").inc()
+            return
+        key = (host, port, data[0], data[1], data[4:20])
+        seen, reply = self.dedup.check(key, time.monotonic())
+        if seen is Seen.ANSWERED:
+            transport.sendto(reply, addr)
+            metrics.replies(codec.PACKET_NAMES.get(reply[0], str(reply[0])), "duplicate").inc()
+            return
+        if seen is Seen.IN_PROGRESS:
+            metrics.dropped("duplicate").inc()
+            return
+        try:
+            packet = codec.decode(data, ctx.attrs.framing)
+        except codec.DecodeError:
+            self.dedup.forget(key)
+            metrics.dropped("malformed").inc()
+            return
+        reason = self._verify(data, client)
+        if reason:
+            self.dedup.forget(key)
+            metrics.dropped(reason).inc()
+            return
+        name = codec.PACKET_NAMES[packet.code]
+        metrics.requests(name).inc()
+        task = asyncio.get_running_loop().create_task(self._serve(ctx, packet, client, addr, key, transport))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _verify(self, data: bytes, client: NasClient) -> str:
+        """Why a decoded datagram must be dropped, or "" when it may be served."""
+        framing = self.ctx.attrs.framing
+        if data[0] == codec.ACCOUNTING_REQUEST and not codec.request_digest_ok(data, client.secret):
+            return "bad_authenticator"
+        verified = codec.message_authenticator_ok(data, client.secret, framing)
+        if verified is False:
+            return "bad_authenticator"
+        if verified is None and data[0] == codec.ACCESS_REQUEST and client.require_message_authenticator:
+            return "missing_message_authenticator"
+        return ""
+
+    async def _serve(
+        self,
+        ctx: RadiusContext,
+        packet: codec.Packet,
+        client: NasClient,
+        addr: tuple[str, int],
+        key: tuple[str, int, int, int, bytes],
+        transport: asyncio.DatagramTransport,
+    ) -> None:
+        started = time.perf_counter()
+        name = codec.PACKET_NAMES[packet.code]
+        try:
+            reply, outcome = await self._answer(ctx, packet, client, addr[0])
+        except StoreUnavailable as exc:
+            # nothing recorded, nothing answered: the NAS retransmits, and the retransmission is served
+            log.warning("RADIUS %s not served: store unavailable: %s", name, exc)
+            self.dedup.forget(key)
+            metrics.dropped("store_unavailable").inc()
+            return
+        except Exception:
+            log.exception("RADIUS %s from %s failed", name, client.name)
+            self.dedup.forget(key)
+            metrics.dropped("internal_error").inc()
+            return
+        self.dedup.answered(key, reply)
+        transport.sendto(reply, addr)
+        metrics.replies(codec.PACKET_NAMES.get(reply[0], str(reply[0])), outcome).inc()
+        metrics.seconds(name).observe(time.perf_counter() - started)
+
+    async def _answer(
+        self, ctx: RadiusContext, packet: codec.Packet, client: NasClient, host: str
+    ) -> tuple[bytes, str]:
+        framing = ctx.attrs.framing
+        if packet.code == codec.STATUS_SERVER:  # RFC 5997: alive
+            return codec.sign_response(codec.ACCESS_ACCEPT, packet, [], client.secret, framing), "status"
+        if packet.code == codec.ACCESS_REQUEST:
+            decision = await access.decide(ctx, packet, client)
+            reply = codec.sign_response(decision.code, packet, decision.attributes, client.secret, framing)
+            return reply, decision.outcome
+        recorded = await accounting.record(ctx, packet, client, host)
+        if recorded.cut is not None:
+            self.dynauth.disconnect(client, recorded.cut)
+        reply = codec.sign_response(
+            codec.ACCOUNTING_RESPONSE, packet, [], client.secret, framing, message_authenticator=False
+        )
+        return reply, recorded.outcome

@@ -1,0 +1,43 @@
+"""The daemon's RADIUS component: the :mod:`aaa` server on the context's store and tariffs."""
+
+from __future__ import annotations
+
+import logging
+
+from aaa.server import RadiusServer, build_context
+from balance.service import ChargingService
+from occ.components import DaemonContext
+
+log = logging.getLogger("occ.radius")
+
+
+class RadiusComponent:
+    name = "radius"
+
+    def __init__(self) -> None:
+        self.server: RadiusServer | None = None
+        self._charging: ChargingService | None = None
+
+    async def start(self, ctx: DaemonContext) -> None:
+        settings = ctx.settings.radius
+        self._charging = ChargingService(ctx.store, ctx.catalog, ctx.settings.balance)
+        self.server = RadiusServer(build_context(settings, self._charging))
+        try:
+            await self.server.start()
+        except OSError as exc:
+            where = ", ".join(settings.listen)
+            ports = f"{settings.auth_port}/{settings.acct_port}"
+            raise OSError(
+                exc.errno, f"RADIUS cannot listen on {where} ports {ports}: {exc.strerror}"
+            ) from None
+
+    def reload(self, ctx: DaemonContext) -> None:
+        if self.server is None or self._charging is None:
+            return
+        self._charging.reload(ctx.catalog, ctx.settings.balance)
+        # the settings were validated (dictionaries included) before the reload was applied
+        self.server.reload(build_context(ctx.settings.radius, self._charging))
+
+    async def stop(self, grace_s: float) -> None:
+        if self.server is not None:
+            await self.server.stop(grace_s)
