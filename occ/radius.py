@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 from aaa.server import RadiusServer, build_context
 from balance.service import ChargingService
+from occ import log
 from occ.components import DaemonContext
 
-log = logging.getLogger("occ.radius")
+_log = log.get("occ.radius")
 
 
 class RadiusComponent:
@@ -24,6 +23,14 @@ class RadiusComponent:
         self.server = RadiusServer(build_context(settings, self._charging))
         try:
             await self.server.start()
+            for address in settings.listen:
+                _log.info(
+                    "RADIUS listening",
+                    listen=address,
+                    auth_port=self.server.ports[("auth", address)],
+                    acct_port=self.server.ports[("acct", address)],
+                    clients=len(settings.clients),
+                )
         except OSError as exc:
             where = ", ".join(settings.listen)
             ports = f"{settings.auth_port}/{settings.acct_port}"

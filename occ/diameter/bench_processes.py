@@ -182,6 +182,8 @@ async def spawn_daemon(config: Path, workdir: Path, startup_timeout: float = 60.
     raw = tomllib.loads(config.read_text(encoding="utf-8"))
     diameter_port, metrics_port = free_port(), free_port()
     raw.setdefault("diameter", {})["port"] = diameter_port
+    radius = raw.setdefault("radius", {})
+    radius["auth_port"] = radius["acct_port"] = 0  # any free ports: never in the way of a running daemon
     raw["diameter"]["listen"] = "127.0.0.1"
     raw.setdefault("metrics", {})["port"] = metrics_port
     raw["metrics"]["listen"] = "127.0.0.1"

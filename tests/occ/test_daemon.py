@@ -71,6 +71,7 @@ def config_text(
         f'[redis]\nurl = "{redis_url}"\nkey_prefix = "{prefix}"\nconnect_timeout_s = 2.0\n'
         f'[database]\nurl = "{database_url}"\nconnect_timeout_s = 3.0\n'
         f"[diameter]\nport = 0\n"  # any free port: daemons of parallel tests never collide
+        f"[radius]\nauth_port = 0\nacct_port = 0\n"
         f"{extra}"
     )
 

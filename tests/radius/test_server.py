@@ -1,0 +1,441 @@
+"""The RADIUS server over real UDP sockets on real Redis: authentication, Access-Accept contents, accounting
+charged to the micro-unit, Disconnect-Request when the money runs out, duplicates, and every reason a
+datagram is dropped.
+
+The demo tariff charges data at 0.01 EUR per MiB (per started KiB); the access service is ``data`` with a
+default grant of 10 MiB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+from prometheus_client import REGISTRY
+
+from aaa import codec, mschap
+from aaa.attributes import Attrs
+from aaa.server import RadiusServer, build_context
+from aaa.settings import ClientSettings, PlanAccess, ProfileSettings, RadiusSettings
+from balance.records import AccountKind, AccountRecord, AccountStatus
+from balance.service import ChargingService
+from balance.settings import BalanceSettings, RedisSettings
+from balance.store import BalanceStore
+from rating_core.tariff import Catalog
+from rating_core.tariff_file import load_tariff_file
+
+SECRET = b"testing123"
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+EUR = 1_000_000
+MIB = 1 << 20
+PER_MIB = EUR // 100  # the demo data price
+GRANT = 10 * MIB
+PROFILES = {
+    "generic": ProfileSettings(),
+    "mikrotik": ProfileSettings(
+        reply={"Mikrotik-Rate-Limit": "{rate_limit}"},
+        data_quota="Mikrotik-Total-Limit",
+        data_quota_gigawords="Mikrotik-Total-Limit-Gigawords",
+    ),
+}
+
+
+def radius_settings(coa_port: int, **changes: object) -> RadiusSettings:
+    base = RadiusSettings(
+        listen=["127.0.0.1"],
+        auth_port=0,
+        acct_port=0,
+        clients=[
+            ClientSettings(address="127.0.0.1", secret=SECRET.decode(), coa_port=coa_port, profile="mikrotik")
+        ],
+        interim_interval_s=60,
+        coa_timeout_s=0.2,
+        coa_retries=1,
+        plans={"demo": PlanAccess(rate_limit="10M/10M", idle_timeout_s=600)},
+        profiles=PROFILES,
+    )
+    return msgspec.structs.replace(base, **changes)
+
+
+class Nas:
+    """A NAS: sends requests to the server's auth/acct ports, and takes Disconnect-Requests on its own."""
+
+    def __init__(self, server: RadiusServer, attrs: Attrs, secret: bytes = SECRET) -> None:
+        self.server = server
+        self.a = attrs
+        self.secret = secret
+        self.identifier = 0
+
+    def port(self, kind: str) -> int:
+        return self.server.ports[(kind, "127.0.0.1")]
+
+    async def exchange(self, data: bytes, kind: str, timeout: float = 2.0) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bytes] = loop.create_future()
+
+        class Protocol(asyncio.DatagramProtocol):
+            def datagram_received(self, reply: bytes, addr: tuple[str, int]) -> None:
+                if not answer.done():
+                    answer.set_result(reply)
+
+        transport, _ = await loop.create_datagram_endpoint(
+            Protocol, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", self.port(kind))
+        )
+        try:
+            transport.sendto(data)
+            return await asyncio.wait_for(answer, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            transport.close()
+
+    async def exchange_twice(self, data: bytes, kind: str) -> tuple[bytes, bytes]:
+        """Send ``data``, await the reply, send it again from the same port: a NAS retransmitting."""
+        loop = asyncio.get_running_loop()
+        replies: asyncio.Queue[bytes] = asyncio.Queue()
+
+        class Protocol(asyncio.DatagramProtocol):
+            def datagram_received(self, reply: bytes, addr: tuple[str, int]) -> None:
+                replies.put_nowait(reply)
+
+        transport, _ = await loop.create_datagram_endpoint(
+            Protocol, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", self.port(kind))
+        )
+        try:
+            transport.sendto(data)
+            first = await asyncio.wait_for(replies.get(), 2)
+            transport.sendto(data)
+            return first, await asyncio.wait_for(replies.get(), 2)
+        finally:
+            transport.close()
+
+    def next_id(self) -> int:
+        self.identifier = (self.identifier + 1) & 0xFF
+        return self.identifier
+
+    def access_request(
+        self,
+        user: str,
+        *,
+        password: str | None = None,
+        extra: Sequence[tuple[int, bytes]] = (),
+        ma: bool = True,
+    ) -> bytes:
+        authenticator = os.urandom(16)
+        attributes = [(self.a.user_name, user.encode()), *extra]
+        if password is not None:
+            attributes.append(
+                (self.a.user_password, codec.hide_password(password.encode(), self.secret, authenticator))
+            )
+        return codec.sign_request(
+            codec.ACCESS_REQUEST,
+            self.next_id(),
+            attributes,
+            self.secret,
+            self.a.framing,
+            authenticator=authenticator,
+            message_authenticator=ma,
+        )
+
+    async def access(self, user: str, **kwargs: object) -> codec.Packet | None:
+        request = self.access_request(user, **kwargs)  # type: ignore[arg-type]
+        reply = await self.exchange(request, "auth")
+        if reply is None:
+            return None
+        assert codec.response_ok(reply, request[4:20], self.secret)
+        assert codec.message_authenticator_ok(reply, self.secret, self.a.framing, request[4:20]) is True
+        return codec.decode(reply, self.a.framing)
+
+    def accounting_request(self, status: int, session: str, user: str = "alice", **values: int) -> bytes:
+        a = self.a
+        attributes = [
+            (a.acct_status_type, status.to_bytes(4)),
+            (a.acct_session_id, session.encode()),
+            (a.user_name, user.encode()),
+            (a.nas_ip_address, bytes((127, 0, 0, 1))),
+        ]
+        for name, value in values.items():
+            attributes.append((getattr(a, name), value.to_bytes(4)))
+        return codec.sign_request(
+            codec.ACCOUNTING_REQUEST,
+            self.next_id(),
+            attributes,
+            self.secret,
+            a.framing,
+            message_authenticator=False,
+        )
+
+    async def account(self, status: int, session: str, **values: int) -> bool:
+        request = self.accounting_request(status, session, **values)
+        reply = await self.exchange(request, "acct")
+        if reply is None:
+            return False
+        assert reply[0] == codec.ACCOUNTING_RESPONSE
+        assert codec.response_ok(reply, request[4:20], self.secret)
+        return True
+
+
+def octets(total: int) -> dict[str, int]:
+    return {"acct_input_octets": total & 0xFFFFFFFF, "acct_input_gigawords": total >> 32}
+
+
+@pytest.fixture
+async def store(redis_url: str, key_prefix: str) -> AsyncIterator[BalanceStore]:
+    s = await BalanceStore.connect(
+        RedisSettings(url=redis_url, key_prefix=key_prefix), BalanceSettings(default_grants={"data": GRANT})
+    )
+    yield s
+    await s.close()
+
+
+class DisconnectListener(asyncio.DatagramProtocol):
+    """The NAS's Disconnect/CoA port: queues each request and answers it (ACK, or NAK with Error-Cause)."""
+
+    def __init__(self, attrs: Attrs) -> None:
+        self.a = attrs
+        self.received: asyncio.Queue[codec.Packet] = asyncio.Queue()
+        self.answer = codec.DISCONNECT_ACK
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert codec.request_digest_ok(data, SECRET)
+        assert codec.message_authenticator_ok(data, SECRET, self.a.framing) is True
+        packet = codec.decode(data, self.a.framing)
+        self.received.put_nowait(packet)
+        extra = [] if self.answer == codec.DISCONNECT_ACK else [(self.a.error_cause, (503).to_bytes(4))]
+        assert self.transport is not None
+        self.transport.sendto(codec.sign_response(self.answer, packet, extra, SECRET, self.a.framing), addr)
+
+
+@contextlib.asynccontextmanager
+async def serving(store: BalanceStore, **changes: object) -> AsyncIterator[tuple[Nas, DisconnectListener]]:
+    catalog = Catalog(load_tariff_file("config/tariffs/demo.toml"))
+    charging = ChargingService(store, catalog, store.settings, clock=lambda: NOW)
+    loop = asyncio.get_running_loop()
+    probe = build_context(radius_settings(0), charging)
+    listener = DisconnectListener(probe.attrs)
+    nas_transport, _ = await loop.create_datagram_endpoint(lambda: listener, local_addr=("127.0.0.1", 0))
+    coa_port = nas_transport.get_extra_info("sockname")[1]
+    ctx = build_context(radius_settings(coa_port, **changes), charging, clock=lambda: NOW)
+    server = RadiusServer(ctx)
+    await server.start()
+    try:
+        yield Nas(server, ctx.attrs), listener
+    finally:
+        await server.stop(1.0)
+        nas_transport.close()
+
+
+async def subscriber(store: BalanceStore, account: str, money: int, **record: object) -> None:
+    await store.put_account(
+        AccountRecord(account_id=account, kind=AccountKind.PREPAID, currency="EUR", plan="demo", **record)  # type: ignore[arg-type]
+    )
+    if money:
+        await store.credit(account, money, key=f"{account}-opening", reason="topup", now=NOW)
+    await store.put_identity("radius_user", account, account, f"{account}-secret")
+
+
+def dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("occ_radius_dropped_total", {"reason": reason}) or 0.0
+
+
+async def spent(store: BalanceStore, account: str, opening: int) -> tuple[int, int]:
+    view = await store.query(account)
+    return opening - view.balance - view.reserved, view.reserved
+
+
+# ---- authentication and authorization -----------------------------------------------------------------
+
+
+async def test_pap_chap_and_mschapv2_accept_with_the_plan_and_balance_in_the_reply(
+    store: BalanceStore,
+) -> None:
+    await subscriber(store, "alice", 10 * EUR)
+    async with serving(store) as (nas, _):
+        a = nas.a
+        accept = await nas.access("alice", password="alice-secret")
+        assert accept is not None and accept.code == codec.ACCESS_ACCEPT
+        assert accept.get(a.class_) == b"occ:alice"
+        assert accept.get(a.acct_interim_interval) == (60).to_bytes(4)
+        assert accept.get(a.idle_timeout) == (600).to_bytes(4)
+        d = nas.server.ctx.dictionary
+        assert accept.get(d.key("Mikrotik-Rate-Limit")) == b"10M/10M"
+        # 10.00 EUR buy 1000 MiB at 0.01 per MiB
+        assert accept.get(d.key("Mikrotik-Total-Limit")) == (1000 * MIB).to_bytes(4)
+        assert accept.get(d.key("Mikrotik-Total-Limit-Gigawords")) is None
+
+        challenge = os.urandom(16)
+        chap = b"\x05" + hashlib.md5(b"\x05alice-secret" + challenge).digest()
+        accept = await nas.access("alice", extra=[(a.chap_password, chap), (a.chap_challenge, challenge)])
+        assert accept is not None and accept.code == codec.ACCESS_ACCEPT
+
+        auth_challenge, peer_challenge = os.urandom(16), os.urandom(16)
+        nt = mschap.generate_nt_response(auth_challenge, peer_challenge, "alice", "alice-secret")
+        response = b"\x01\x00" + peer_challenge + bytes(8) + nt
+        request = nas.access_request(
+            "alice", extra=[(a.ms_chap_challenge, auth_challenge), (a.ms_chap2_response, response)]
+        )
+        reply = await nas.exchange(request, "auth")
+        assert reply is not None
+        accept = codec.decode(reply, a.framing)
+        assert accept.code == codec.ACCESS_ACCEPT
+        expected = mschap.authenticator_response("alice-secret", nt, peer_challenge, auth_challenge, "alice")
+        assert accept.get(a.ms_chap2_success) == b"\x01" + expected.encode()
+        send_key = accept.get(a.ms_mppe_send_key)
+        assert send_key is not None
+        key = mschap.decrypt_mppe_key(SECRET, request[4:20], send_key)
+        master = mschap.master_key(mschap.hash_nt_password_hash(mschap.nt_password_hash("alice-secret")), nt)
+        assert key == mschap.asymmetric_start_key(master, 16, is_send=True, is_server=True)
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "status", "money", "message"),
+    [
+        ("alice", "wrong", AccountStatus.ACTIVE, 10 * EUR, b"wrong password"),
+        ("nobody", "x", AccountStatus.ACTIVE, 10 * EUR, b"unknown user"),
+        ("alice", "alice-secret", AccountStatus.SUSPENDED, 10 * EUR, b"account suspended"),
+        ("alice", "alice-secret", AccountStatus.ACTIVE, 0, b"no credit"),
+    ],
+    ids=["wrong-password", "unknown-user", "suspended", "no-money"],
+)
+async def test_rejects_say_why(
+    store: BalanceStore, user: str, password: str, status: AccountStatus, money: int, message: bytes
+) -> None:
+    await subscriber(store, "alice", money, status=status)
+    async with serving(store) as (nas, _):
+        reject = await nas.access(user, password=password)
+        assert reject is not None and reject.code == codec.ACCESS_REJECT
+        assert reject.get(nas.a.reply_message) == message
+
+
+# ---- accounting --------------------------------------------------------------------------------------
+
+
+async def test_a_prepaid_data_session_is_charged_to_the_micro_unit_then_disconnected(
+    store: BalanceStore,
+) -> None:
+    await subscriber(store, "alice", EUR // 2)  # 0.50 EUR: 50 MiB
+    async with serving(store) as (nas, nas_port):
+        a = nas.a
+        assert await nas.account(a.status_start, "s1")
+        assert await spent(store, "alice", EUR // 2) == (0, GRANT // MIB * PER_MIB)
+        assert await nas.account(a.status_interim, "s1", **octets(20 * MIB), acct_session_time=60)
+        assert (await spent(store, "alice", EUR // 2))[0] == 20 * PER_MIB
+        assert await nas.account(a.status_interim, "s1", **octets(45 * MIB), acct_session_time=120)
+        assert (await spent(store, "alice", EUR // 2))[0] == 45 * PER_MIB
+        assert nas_port.received.empty()
+        # 5 MiB of money left: the grant shrinks to it; past it, nothing more can be granted
+        assert await nas.account(a.status_interim, "s1", **octets(50 * MIB), acct_session_time=180)
+        cut = await asyncio.wait_for(nas_port.received.get(), 5)
+        assert cut.code == codec.DISCONNECT_REQUEST
+        assert cut.get(a.acct_session_id) == b"s1" and cut.get(a.user_name) == b"alice"
+        assert await nas.account(a.status_stop, "s1", **octets(51 * MIB), acct_session_time=190)
+        # usage beyond the balance is still charged (and flagged), never dropped; nothing stays reserved
+        assert await spent(store, "alice", EUR // 2) == (51 * PER_MIB, 0)
+    await asyncio.sleep(0.3)
+    assert (
+        REGISTRY.get_sample_value("occ_radius_dynauth_total", {"kind": "disconnect", "outcome": "ack"}) or 0
+    ) >= 1
+
+
+async def test_gigawords_count_and_repeated_or_late_reports_charge_nothing_more(store: BalanceStore) -> None:
+    await subscriber(store, "alice", 100 * EUR)
+    async with serving(store) as (nas, _):
+        a = nas.a
+        assert await nas.account(a.status_start, "s2")
+        total = 4 * 1024 * MIB + 3 * MIB  # past 2^32 octets: Acct-Input-Gigawords 1
+        interim = nas.accounting_request(a.status_interim, "s2", **octets(total), acct_session_time=60)
+        replayed = (
+            REGISTRY.get_sample_value(
+                "occ_radius_replies_total", {"type": "Accounting-Response", "outcome": "duplicate"}
+            )
+            or 0.0
+        )
+        first, again = await nas.exchange_twice(interim, "acct")  # a retransmission: same reply, no work
+        assert first is not None and first == again
+        assert (
+            REGISTRY.get_sample_value(
+                "occ_radius_replies_total", {"type": "Accounting-Response", "outcome": "duplicate"}
+            )
+            == replayed + 1
+        )
+        assert (await spent(store, "alice", 100 * EUR))[0] == total // MIB * PER_MIB
+        # the NAS retried with a new Acct-Delay-Time (a new packet), then a late smaller total arrived
+        assert await nas.account(
+            a.status_interim, "s2", **octets(total), acct_session_time=60, acct_delay_time=5
+        )
+        assert await nas.account(a.status_interim, "s2", **octets(MIB), acct_session_time=30)
+        assert (await spent(store, "alice", 100 * EUR))[0] == total // MIB * PER_MIB
+        assert await nas.account(a.status_stop, "s2", **octets(total), acct_session_time=70)
+        assert await spent(store, "alice", 100 * EUR) == (total // MIB * PER_MIB, 0)
+
+
+async def test_accounting_on_closes_every_session_of_the_nas(store: BalanceStore) -> None:
+    await subscriber(store, "alice", 10 * EUR)
+    async with serving(store) as (nas, _):
+        a = nas.a
+        for session in ("s3", "s4"):
+            assert await nas.account(a.status_start, session)
+            assert await nas.account(a.status_interim, session, **octets(2 * MIB), acct_session_time=60)
+        assert await spent(store, "alice", 10 * EUR) == (4 * PER_MIB, 2 * GRANT // MIB * PER_MIB)
+        assert await nas.account(a.status_accounting_on, "")
+        assert await spent(store, "alice", 10 * EUR) == (4 * PER_MIB, 0)
+
+
+async def test_no_accounting_response_while_the_store_is_down(redis_url: str, key_prefix: str) -> None:
+    dead = await BalanceStore.connect(RedisSettings(url=redis_url, key_prefix=key_prefix), BalanceSettings())
+    async with serving(dead) as (nas, _):
+        await dead.link.close()
+        dead.link = type(dead.link)("redis://127.0.0.1:1/0", timeout=0.2)  # type: ignore[call-arg]
+        before = dropped("store_unavailable")
+        request = nas.accounting_request(nas.a.status_start, "s5")
+        assert await nas.exchange(request, "acct", timeout=1.0) is None
+        assert dropped("store_unavailable") == before + 1
+
+
+# ---- what is dropped ---------------------------------------------------------------------------------
+
+
+async def test_bad_authenticators_unknown_clients_and_missing_message_authenticators_are_dropped(
+    store: BalanceStore,
+) -> None:
+    await subscriber(store, "alice", 10 * EUR)
+    async with serving(store) as (nas, _):
+        liar = Nas(nas.server, nas.a, secret=b"not-the-secret")
+        before = dropped("bad_authenticator")
+        assert await liar.exchange(liar.accounting_request(nas.a.status_start, "s6"), "acct", 0.5) is None
+        assert await liar.exchange(liar.access_request("alice", password="alice-secret"), "auth", 0.5) is None
+        assert dropped("bad_authenticator") == before + 2
+
+        strict = radius_settings(
+            0,
+            clients=[
+                ClientSettings(address="127.0.0.1", secret="testing123", require_message_authenticator=True)
+            ],
+        )
+        nas.server.reload(build_context(strict, nas.server.ctx.charging, clock=lambda: NOW))
+        before = dropped("missing_message_authenticator")
+        assert await nas.access("alice", password="alice-secret", ma=False) is None
+        assert dropped("missing_message_authenticator") == before + 1
+        accept = await nas.access("alice", password="alice-secret")
+        assert accept is not None and accept.code == codec.ACCESS_ACCEPT
+
+        elsewhere = radius_settings(0, clients=[ClientSettings(address="10.0.0.0/8", secret="x")])
+        nas.server.reload(build_context(elsewhere, nas.server.ctx.charging, clock=lambda: NOW))
+        before = dropped("unknown_client")
+        assert await nas.access("alice", password="alice-secret") is None
+        assert dropped("unknown_client") == before + 1
+
+        before = dropped("malformed")
+        nas.server.reload(build_context(radius_settings(0), nas.server.ctx.charging, clock=lambda: NOW))
+        assert await nas.exchange(b"\x01\x02\x00\x30" + bytes(16), "auth", 0.5) is None
+        assert dropped("malformed") == before + 1
