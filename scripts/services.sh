@@ -76,13 +76,15 @@ occ_apt_install() {
 }
 
 # ---------------------------------------------------------------------------------------------------------
-# Real protocol peers the tests run against: tshark (decodes what the server sends) and freeDiameterd
+# Real protocol peers the tests run against: tshark (decodes what the server sends), radclient (a RADIUS
+# client, freeradius-utils) and freeDiameterd
 # (a Diameter relay in front of the server). Installed once with apt-get when missing.
 
 occ_ensure_test_peers() {
     local missing=()
     command -v tshark >/dev/null 2>&1 || missing+=(tshark)
     command -v freeDiameterd >/dev/null 2>&1 || missing+=(freediameterd freediameter-extensions)
+    command -v radclient >/dev/null 2>&1 || missing+=(freeradius-utils)
     ((${#missing[@]} == 0)) && return 0
     occ_apt_install "${missing[@]}"
 }
