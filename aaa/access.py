@@ -107,6 +107,29 @@ def _authorize(
     account = view.account
     if account.status != "active":
         return _reject(ctx, f"account {account.status}", "not_active")
+    granted = limits(ctx, client, view)
+    if granted is None:
+        return _reject(ctx, "no tariff for this service", "no_rate")
+    affordable, granted_attributes = granted
+    if affordable <= 0:
+        return _reject(ctx, "no credit", "no_credit")
+    out = [
+        (a.class_, class_of(account.account_id)),
+        (a.acct_interim_interval, u32(ctx.settings.interim_interval_s)),
+        *extra,
+        *granted_attributes,
+    ]
+    return Decision(codec.ACCESS_ACCEPT, out, "accept")
+
+
+def limits(
+    ctx: RadiusContext, client: NasClient, view: AccountView
+) -> tuple[int, list[tuple[int, bytes]]] | None:
+    """The units of the access service the account can use now, and what that means in the NAS profile's
+    attributes: the prepaid allowance (Session-Timeout or data quota) and the plan's limits. None when the
+    plan cannot rate the service. Used for Access-Accept and for the CoA-Request after a top-up."""
+    a = ctx.attrs
+    account = view.account
     now = ctx.clock()
     service = ctx.settings.service
     try:
@@ -114,14 +137,10 @@ def _authorize(
         unit = plan.unit_of(service)
         affordable = _affordable(plan, view, service, unit, now)
     except (UnknownPlan, NoRate, KeyError):
-        return _reject(ctx, "no tariff for this service", "no_rate")
+        return None
+    out: list[tuple[int, bytes]] = []
     if affordable <= 0:
-        return _reject(ctx, "no credit", "no_credit")
-    out = [
-        (a.class_, class_of(account.account_id)),
-        (a.acct_interim_interval, u32(ctx.settings.interim_interval_s)),
-        *extra,
-    ]
+        return 0, out
     prepaid = account.kind == AccountKind.PREPAID
     profile = ctx.settings.profiles.get(client.profile) or ctx.settings.profiles.get("generic")
     if prepaid and unit is Unit.SECOND:
@@ -143,7 +162,7 @@ def _authorize(
                 text = template.format_map(fields)
                 if text:
                     out.append((ctx.dictionary.key(name), encode_value(ctx.attribute(name), text)))
-    return Decision(codec.ACCESS_ACCEPT, out, "accept")
+    return affordable, out
 
 
 def _affordable(plan: Plan, view: AccountView, service: str, unit: Unit, now: datetime) -> int:

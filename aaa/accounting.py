@@ -48,7 +48,13 @@ class Cut:
 @dataclass(frozen=True, slots=True)
 class Recorded:
     outcome: str  # for the metrics: start, interim, stop, accounting_on, ...
-    cut: Cut | None = None
+    cut: Cut | None = None  # the session must be disconnected
+    account_id: str = ""  # the session's account and id, when the request was about one session
+    session_id: str = ""
+    acct_session: str = ""
+    user: str = ""
+    framed_ip: bytes | None = None
+    closed: bool = False  # the session ended (Stop)
 
 
 def nas_of(ctx: RadiusContext, packet: Packet, host: str) -> str:
@@ -118,18 +124,31 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
             ttl_s=ttl,
         )
 
+    def recorded(outcome: str, answer: SessionAnswer | None) -> Recorded:
+        cut = _cut_needed(answer, host, acct_session, user, framed) if answer is not None else None
+        return Recorded(
+            outcome,
+            cut,
+            account_id=account_id or "",
+            session_id=session_id,
+            acct_session=acct_session,
+            user=user,
+            framed_ip=framed,
+            closed=answer is None,
+        )
+
     item = UsageItem(item=service, service=service, total=total)
     if status == a.status_start:
         answer = await ctx.charging.initiate(request(f"{session_id};start", item, create_missing=False))
         await store.put_nas_session(nas, session_id, f"{account_id}|{user}", ttl)
-        return Recorded("start", _cut_needed(answer, host, acct_session, user, framed))
+        return recorded("start", answer)
     if status == a.status_interim:
         answer = await ctx.charging.update(request(f"{session_id};interim;{total};{elapsed}", item))
-        return Recorded("interim", _cut_needed(answer, host, acct_session, user, framed))
+        return recorded("interim", answer)
     final = UsageItem(item=service, service=service, total=total, requested=0)
     await ctx.charging.terminate(request(f"{session_id};stop", final))
     await store.drop_nas_session(nas, session_id)
-    return Recorded("stop")
+    return recorded("stop", None)
 
 
 def _cut_needed(

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aaa import codec, metrics
-from aaa.accounting import Cut
 from aaa.clients import NasClient
 from aaa.context import RadiusContext
 from aaa.values import read_u32
@@ -81,16 +80,28 @@ class DynAuthClient:
         self._sockets.clear()
 
     # -- requests --------------------------------------------------------------------------------------
-    def disconnect(self, client: NasClient, cut: Cut) -> asyncio.Task[Outcome]:
-        """Disconnect-Request for the session ``cut``, in the background."""
+    def context(self) -> RadiusContext:
+        return self._context()
+
+    def disconnect(
+        self,
+        client: NasClient,
+        nas_host: str,
+        acct_session: str,
+        user: str,
+        framed_ip: bytes | None,
+        reason: str,
+    ) -> asyncio.Task[Outcome]:
+        """Disconnect-Request for a session, in the background: Acct-Session-Id, User-Name and
+        Framed-IP-Address identify it (RFC 5176 §3)."""
         a = self._context().attrs
-        attributes: list[tuple[int, bytes]] = [(a.acct_session_id, cut.session_id.encode())]
-        if cut.user_name:
-            attributes.append((a.user_name, cut.user_name.encode()))
-        if cut.framed_ip:
-            attributes.append((a.framed_ip_address, cut.framed_ip))
-        log.info("disconnecting session=%s nas=%s reason=%s", cut.session_id, cut.nas_host, cut.reason)
-        return self.send(codec.DISCONNECT_REQUEST, client, cut.nas_host, attributes)
+        attributes: list[tuple[int, bytes]] = [(a.acct_session_id, acct_session.encode())]
+        if user:
+            attributes.append((a.user_name, user.encode()))
+        if framed_ip:
+            attributes.append((a.framed_ip_address, framed_ip))
+        log.info("disconnecting session=%s nas=%s reason=%s", acct_session, nas_host, reason)
+        return self.send(codec.DISCONNECT_REQUEST, client, nas_host, attributes)
 
     def send(
         self, code: int, client: NasClient, host: str, attributes: Sequence[tuple[int, bytes]]

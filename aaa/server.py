@@ -22,6 +22,7 @@ from aaa import access, accounting, codec, metrics
 from aaa.attributes import Attrs, resolve
 from aaa.clients import ClientTable, NasClient
 from aaa.context import RadiusContext
+from aaa.control import LiveSession, SessionControl
 from aaa.dedup import DuplicateCache, Seen
 from aaa.dictionary import Dictionary, load
 from aaa.dynauth import DynAuthClient
@@ -94,6 +95,7 @@ class RadiusServer:
         self.ctx = ctx
         self.dedup = DuplicateCache(ctx.settings.duplicate_window_s)
         self.dynauth = DynAuthClient(lambda: self.ctx)
+        self.control = SessionControl(self.dynauth)
         self._transports: list[asyncio.DatagramTransport] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.ports: dict[tuple[str, str], int] = {}  # (kind, address) -> bound port
@@ -116,6 +118,7 @@ class RadiusServer:
         except OSError:
             await self.stop(0)
             raise
+        self.control.listen(self.ctx)  # balance notifications: Disconnect on suspension, CoA after credit
 
     def reload(self, ctx: RadiusContext) -> None:
         self.ctx = ctx
@@ -129,6 +132,7 @@ class RadiusServer:
             _, pending = await asyncio.wait(list(self._tasks), timeout=max(grace_s, 0.01))
             for task in pending:
                 task.cancel()
+        await self.control.stop()
         await self.dynauth.stop()
 
     # -- per datagram ----------------------------------------------------------------------------------
@@ -211,6 +215,23 @@ class RadiusServer:
         metrics.replies(codec.PACKET_NAMES.get(reply[0], str(reply[0])), outcome).inc()
         metrics.seconds(name).observe(time.perf_counter() - started)
 
+    def _follow(self, recorded: accounting.Recorded, client: NasClient, host: str) -> None:
+        """Keep the session table of balance-driven control current; disconnect a session that must go."""
+        control = self.control
+        if recorded.outcome in ("accounting_on", "accounting_off"):
+            control.forget_nas(host)
+        elif recorded.account_id:
+            if recorded.closed or recorded.cut is not None:
+                control.gone(recorded.account_id, recorded.session_id)
+            else:
+                live = LiveSession(client, host, recorded.acct_session, recorded.user, recorded.framed_ip)
+                control.seen(recorded.account_id, recorded.session_id, live)
+        cut = recorded.cut
+        if cut is not None:
+            self.dynauth.disconnect(
+                client, cut.nas_host, cut.session_id, cut.user_name, cut.framed_ip, cut.reason
+            )
+
     async def _answer(
         self, ctx: RadiusContext, packet: codec.Packet, client: NasClient, host: str
     ) -> tuple[bytes, str]:
@@ -222,8 +243,7 @@ class RadiusServer:
             reply = codec.sign_response(decision.code, packet, decision.attributes, client.secret, framing)
             return reply, decision.outcome
         recorded = await accounting.record(ctx, packet, client, host)
-        if recorded.cut is not None:
-            self.dynauth.disconnect(client, recorded.cut)
+        self._follow(recorded, client, host)
         reply = codec.sign_response(
             codec.ACCOUNTING_RESPONSE, packet, [], client.secret, framing, message_authenticator=False
         )

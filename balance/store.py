@@ -94,6 +94,18 @@ class Notification(msgspec.Struct, frozen=True):
         return None
 
 
+async def cancel_listener(task: asyncio.Task[Any], timeout: float = 2.0) -> bool:
+    """Cancel a task consuming :meth:`BalanceStore.notifications` and wait, at most ``timeout`` seconds,
+    until it is done. redis-py can swallow a cancellation that lands while it connects, so the task is
+    cancelled again until it ends. False when it did not end in time."""
+    for _ in range(max(1, int(timeout / 0.05))):
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+        if task.done():
+            return True
+    return False
+
+
 async def _close_pubsub(pubsub: Any, client: Any) -> None:
     await pubsub.aclose()
     await client.aclose()

@@ -32,7 +32,7 @@ from balance.service import (
     SessionRequest,
     UsageItem,
 )
-from balance.store import Notification, StoreUnavailable, UnknownAccount
+from balance.store import Notification, StoreUnavailable, UnknownAccount, cancel_listener
 from occ.diameter import dictionary as d
 from occ.diameter import metrics
 from occ.diameter.application import PeerHandle
@@ -159,14 +159,16 @@ class CreditControlApplication:
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Cancel the background tasks and wait for them, a bounded time: shutdown must not hang."""
-        tasks = [t for t in (self._listener, *self._background) if t is not None]
+        listener, self._listener = self._listener, None
+        if listener is not None and not await cancel_listener(listener, timeout):
+            log.warning("background task did not stop in time task=%s", listener.get_name())
+        tasks = list(self._background)
         for task in tasks:
             task.cancel()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:
                 log.warning("background task did not stop in time task=%s", task.get_name())
-        self._listener = None
 
     # --- requests -------------------------------------------------------------------------------
     async def handle(self, request: Message, peer: PeerHandle) -> bytes:

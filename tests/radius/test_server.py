@@ -208,12 +208,17 @@ class DisconnectListener(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         assert codec.request_digest_ok(data, SECRET)
+        answer = self.answer if data[0] == codec.DISCONNECT_REQUEST else codec.COA_ACK
         assert codec.message_authenticator_ok(data, SECRET, self.a.framing) is True
         packet = codec.decode(data, self.a.framing)
         self.received.put_nowait(packet)
-        extra = [] if self.answer == codec.DISCONNECT_ACK else [(self.a.error_cause, (503).to_bytes(4))]
+        extra = (
+            []
+            if answer in (codec.DISCONNECT_ACK, codec.COA_ACK)
+            else [(self.a.error_cause, (503).to_bytes(4))]
+        )
         assert self.transport is not None
-        self.transport.sendto(codec.sign_response(self.answer, packet, extra, SECRET, self.a.framing), addr)
+        self.transport.sendto(codec.sign_response(answer, packet, extra, SECRET, self.a.framing), addr)
 
 
 @contextlib.asynccontextmanager
@@ -389,6 +394,36 @@ async def test_accounting_on_closes_every_session_of_the_nas(store: BalanceStore
         assert await spent(store, "alice", 10 * EUR) == (4 * PER_MIB, 2 * GRANT // MIB * PER_MIB)
         assert await nas.account(a.status_accounting_on, "")
         assert await spent(store, "alice", 10 * EUR) == (4 * PER_MIB, 0)
+
+
+async def subscribed(store: BalanceStore) -> None:
+    """Wait (bounded) until the server listens to balance notifications."""
+    for _ in range(100):
+        _, count = await store.link.execute("PUBSUB", "NUMSUB", store.keys.notifications)
+        if count:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the server never subscribed to balance notifications")
+
+
+async def test_a_top_up_pushes_a_coa_with_the_new_quota_and_a_suspension_disconnects(
+    store: BalanceStore,
+) -> None:
+    await subscriber(store, "alice", EUR // 10)  # 0.10 EUR: 10 MiB
+    async with serving(store) as (nas, nas_port):
+        a = nas.a
+        assert await nas.account(a.status_start, "s7")
+        await subscribed(store)
+        await store.credit("alice", EUR, key="bank-1", reason="topup", now=NOW)
+        coa = await asyncio.wait_for(nas_port.received.get(), 5)
+        assert coa.code == codec.COA_REQUEST and coa.get(a.acct_session_id) == b"s7"
+        # 1.10 EUR minus the 10 MiB the session holds: 100 MiB more
+        quota = nas.server.ctx.dictionary.key("Mikrotik-Total-Limit")
+        assert coa.get(quota) == (100 * MIB).to_bytes(4)
+        assert coa.get(nas.server.ctx.dictionary.key("Mikrotik-Rate-Limit")) == b"10M/10M"
+        await store.set_status("alice", AccountStatus.SUSPENDED)
+        cut = await asyncio.wait_for(nas_port.received.get(), 5)
+        assert cut.code == codec.DISCONNECT_REQUEST and cut.get(a.acct_session_id) == b"s7"
 
 
 async def test_no_accounting_response_while_the_store_is_down(redis_url: str, key_prefix: str) -> None:
