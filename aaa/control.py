@@ -15,7 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from aaa import access, codec
+from aaa import access, codec, metrics
 from aaa.clients import NasClient
 from aaa.context import RadiusContext
 from aaa.dynauth import DynAuthClient
@@ -42,12 +42,15 @@ class SessionControl:
         self._listener: asyncio.Task[None] | None = None
 
     def seen(self, account_id: str, session_id: str, live: LiveSession) -> None:
-        self.by_account.setdefault(account_id, {})[session_id] = live
+        sessions = self.by_account.setdefault(account_id, {})
+        if session_id not in sessions:
+            metrics.SESSIONS.inc()
+        sessions[session_id] = live
 
     def gone(self, account_id: str, session_id: str) -> None:
         sessions = self.by_account.get(account_id)
-        if sessions is not None:
-            sessions.pop(session_id, None)
+        if sessions is not None and sessions.pop(session_id, None) is not None:
+            metrics.SESSIONS.dec()
             if not sessions:
                 del self.by_account[account_id]
 

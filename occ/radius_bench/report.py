@@ -1,0 +1,210 @@
+"""The report of ``occ bench radius``: checks, ratios and goals, text, and the files in benchmarks/results."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from occ.diameter.bench_load import _latency_summary
+from occ.radius_bench.load import ACCT, AUTH, PhaseResult
+
+EXPECTED_REPLY = {AUTH: "Access-Accept", ACCT: "Accounting-Response"}
+GOAL_ACCT = "acct answers/s at peak >= 1.0x FreeRADIUS stock accounting"
+GOAL_AUTH = "PAP auth answers/s at peak >= 0.5x FreeRADIUS users-file auth"
+NOTE_CPU_BUSY = 0.25  # other processes using more than this share of a core make a phase suspect
+
+
+def replies_check(mode: str, phases: Sequence[PhaseResult]) -> dict[str, Any]:
+    """Every reply occ sent must be the one a bench subscriber's request deserves (Access-Accept for the
+    right password; Accounting-Response)."""
+    expected = EXPECTED_REPLY[mode]
+    good = other = 0
+    kinds: dict[str, int] = {}
+    for phase in phases:
+        for stats in phase.stats.values():
+            for name, n in stats.replies.items():
+                if name == expected:
+                    good += n
+                elif name != "timeout":
+                    other += n
+                    kinds[name] = kinds.get(name, 0) + n
+    return {
+        "status": "failed" if other else "ok",
+        "expected": expected,
+        "expected_replies": good,
+        "other_replies": kinds,
+        "unmatched_replies": sum(p.unmatched for p in phases),
+    }
+
+
+def goals_and_ratios(
+    mode: str, ours: Sequence[PhaseResult], theirs: Sequence[PhaseResult], load_share: float
+) -> tuple[dict[str, float | None], dict[str, Any]]:
+    ratio = (
+        ours[0].answers_per_s() / theirs[0].answers_per_s()
+        if ours and theirs and theirs[0].answers_per_s()
+        else None
+    )
+    ratios: dict[str, float | None] = {f"occ / FreeRADIUS, {mode} answers/s at peak": ratio}
+    goals: dict[str, Any] = {}
+    for goal, goal_mode, target in ((GOAL_ACCT, ACCT, 1.0), (GOAL_AUTH, AUTH, 0.5)):
+        if goal_mode != mode:
+            goals[goal] = {"value": None, "met": False, "why": f"not measured: --mode {goal_mode}"}
+        else:
+            why = "" if ratio is not None else "not measured: no FreeRADIUS baseline"
+            goals[goal] = {"value": ratio, "met": ratio is not None and ratio >= target, "why": why}
+    name = f"{mode} p99 <= 5 ms at {load_share * 100:g}% of peak (a timeout counts as --timeout)"
+    if len(ours) > 1:
+        phase = ours[1]
+        every = [x for stats in phase.stats.values() for x in stats.latencies]
+        every += [phase.spec.timeout] * phase.timeouts
+        p99 = _latency_summary(every)["p99_ms"]
+        goals[name] = {"value": p99, "met": p99 <= 5.0, "why": ""}
+    else:
+        goals[name] = {"value": None, "met": False, "why": "not measured: needs --find-peak"}
+    return ratios, goals
+
+
+# ---- text --------------------------------------------------------------------------------------------
+
+
+def _phase_lines(name: str, phase: Mapping[str, Any]) -> list[str]:
+    acct = phase["mode"] == ACCT
+    offered = f"offered {phase['offered_requests_per_s']:,.1f} requests/s"
+    if acct:
+        offered += (
+            f" ({phase['offered_sessions_per_s']:,.1f} sessions/s of Start + {phase['interims']} x Interim + "
+            "Stop)"
+        )
+    unit = "sessions" if acct else "requests"
+    lines = [
+        "",
+        f"{name}: {offered} for {phase['duration_s']:g} s; {unit} sent {phase['started']}, skipped (no free "
+        f"identifier) {phase['skipped_no_free_identifier']}; {phase['answers_per_s']:,.0f} answers/s; "
+        f"timeouts {phase['timeouts']}; max outstanding {phase['max_outstanding']}",
+        f"  {'':8} {'answers':>8} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+        "  replies",
+    ]
+    for kind, t in [*phase["types"].items(), ("all", phase["all"])]:
+        replies = ", ".join(f"{c}: {n}" for c, n in t.get("replies", {}).items())
+        rate = f"{t['answers_per_s']:>9,.0f}" if "answers_per_s" in t else f"{'':>9}"
+        lines.append(
+            f"  {kind:<8} {t['answers']:>8} {rate} {t['p50_ms']:>8.2f} {t['p95_ms']:>8.2f} "
+            f"{t['p99_ms']:>8.2f} {t['max_ms']:>8.1f}  {replies}".rstrip()
+        )
+    notes = []
+    if phase.get("server_socket_drops"):
+        notes.append(
+            f"datagrams dropped at the server's socket (receive buffer full) {phase['server_socket_drops']}"
+        )
+    udp = {k: v for k, v in (phase.get("udp_errors_machine") or {}).items() if v}
+    if udp:
+        notes.append("UDP errors on the machine " + ", ".join(f"{k} {v}" for k, v in udp.items()))
+    if phase.get("unmatched_replies"):
+        notes.append(f"unmatched replies (late, or a bad authenticator) {phase['unmatched_replies']}")
+    if phase.get("stops_sent_again"):
+        notes.append(
+            f"Stops unanswered in the phase, sent again after it {phase['stops_sent_again']} "
+            f"(answered {phase['stops_answered_again']})"
+        )
+    if phase.get("packets_signed_again"):
+        notes.append(f"packets signed again for another Identifier {phase['packets_signed_again']}")
+    lines.extend(f"  {note}" for note in notes)
+    cpu = phase.get("cpu_share_of_one_core") or {}
+    if cpu.get("other processes", 0.0) > NOTE_CPU_BUSY:
+        lines.append(
+            f"  NOTE: the machine was not quiet: processes outside this benchmark used "
+            f"{cpu['other processes']:.2f} of a core during this phase"
+        )
+    if cpu:
+        lines.append("  CPU (share of one core): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+    return lines
+
+
+def _check_lines(report: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    c = report.get("conservation")
+    if c:
+        head = f"money conservation: {c['status'].upper()} — {c['accounts']} bench accounts, "
+        if report.get("mode") == AUTH:
+            lines.append(
+                head + f"Access-Requests must charge nothing: charged {c['charged_micros']} µ, "
+                f"reserved {c['reserved_micros']} µ"
+            )
+        else:
+            lines.append(
+                head + f"expected {c['expected_micros']} µ, charged {c['charged_micros']} µ, reserved "
+                f"{c['reserved_micros']} µ, sessions whose Stop was never answered {c['unanswered_requests']}"
+            )
+        lines.extend(f"  mismatch: {m}" for m in c["mismatches"][:5])
+    r = report.get("replies")
+    if r:
+        other = ", ".join(f"{k}: {n}" for k, n in r["other_replies"].items()) or "none"
+        lines.append(
+            f"occ replies: {r['status'].upper()} — {r['expected']}: {r['expected_replies']}, other: {other}, "
+            f"unmatched: {r['unmatched_replies']}"
+        )
+    return lines
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    lines = [f"radius benchmark ({report['mode']}) — {report['when']}"]
+    if "command" in report:
+        lines.append(f"command: {report['command']}")
+    m = report.get("machine", {})
+    lines.append(
+        f"machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Python {m.get('python', '?')}, "
+        f"{m.get('redis', '')}".rstrip(", ")
+    )
+    o = report["options"]
+    shape = (
+        "PAP Access-Request with Message-Authenticator"
+        if report["mode"] == AUTH
+        else f"session = Start + {o['interims']} x Interim-Update (+{o['step']} octets each) + Stop"
+    )
+    lines.append(
+        f"load: open loop, {shape}, {o['sockets']} UDP sockets (at most {o['sockets'] * 256} outstanding), "
+        f"timeout {o['timeout']:g} s, precomputed packets"
+    )
+    version = report.get("freeradius_version")
+    if version:
+        lines.append(f"baseline: {version}, stock configuration (-f), users file, detail accounting")
+    elif report.get("baseline_error"):
+        lines.append(f"baseline: not measured — {report['baseline_error'].splitlines()[0]}")
+    for target in ("occ", "freeradius"):
+        for name, phase in report.get(target, {}).items():
+            lines.extend(_phase_lines(name, phase))
+    dropped = (report.get("freeradius_target") or {}).get("dropped_in_log")
+    if dropped:
+        lines.append(f"  FreeRADIUS logged {dropped} dropped requests")
+    lines.append("")
+    lines.extend(_check_lines(report))
+    ratios = report.get("ratios") or {}
+    if ratios:
+        lines.append("ratios:")
+        for name, value in ratios.items():
+            lines.append(f"  {name:<55} {'n/a' if value is None else f'{value:.2f}'}")
+    for name, goal in (report.get("goals") or {}).items():
+        value = goal["value"]
+        shown = "n/a" if value is None else f"{value:.2f}"
+        met = "met" if goal["met"] else "NOT met"
+        verdict = met if value is not None else goal.get("why") or "not measured"
+        lines.append(f"goal {name}: {shown} — {verdict}")
+    return "\n".join(lines)
+
+
+def passed(report: Mapping[str, Any]) -> bool:
+    """Exit status 0: money conserved (acct; auth: nothing charged) and every occ reply as expected."""
+    return all((report.get(k) or {}).get("status") == "ok" for k in ("conservation", "replies"))
+
+
+def write_results(report: Mapping[str, Any], text: str, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = out / f"radius-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "radius-latest.txt").write_text(text + "\n")
+    return path
