@@ -12,6 +12,7 @@ always carry a Message-Authenticator, first. Dropped datagrams are counted by re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -73,6 +74,21 @@ def build_context(
     )
 
 
+def _grow_receive_buffer(sock: socket.socket | None, size: int) -> None:
+    """SO_RCVBUFFORCE when the process may (root, CAP_NET_ADMIN), else SO_RCVBUF up to rmem_max."""
+    if sock is None or size <= 0:
+        return
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            return
+        except OSError:
+            pass
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
 class _Endpoint(asyncio.DatagramProtocol):
     def __init__(self, server: RadiusServer, kind: str) -> None:
         self.server = server
@@ -113,6 +129,7 @@ class RadiusServer:
                         family=family,
                     )
                     self._transports.append(transport)
+                    _grow_receive_buffer(transport.get_extra_info("socket"), s.receive_buffer_bytes)
                     self.ports[(kind, address)] = transport.get_extra_info("sockname")[1]
             await self.dynauth.start()
         except OSError:

@@ -57,6 +57,10 @@ class RadiusSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     # A session without accounting for this many interim intervals is closed: its reservation expires
     # and the reaper returns it.
     stale_intervals: int = 3
+    # Receive buffer of each socket, bytes: room for a burst while the server is busy (the kernel's
+    # default, ~200 KiB, overflows in milliseconds under load and the NAS must retransmit). Capped by
+    # net.core.rmem_max unless the process may raise it (CAP_NET_ADMIN).
+    receive_buffer_bytes: int = 4_194_304
     # Seconds a reply is kept to answer a retransmission (RFC 5080 §2.2.2).
     duplicate_window_s: float = 30.0
     # Disconnect-/CoA-Request: first wait for an answer, seconds, doubled per retry.

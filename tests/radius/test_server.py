@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import socket
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
@@ -474,3 +475,14 @@ async def test_bad_authenticators_unknown_clients_and_missing_message_authentica
         nas.server.reload(build_context(radius_settings(0), nas.server.ctx.charging, clock=lambda: NOW))
         assert await nas.exchange(b"\x01\x02\x00\x30" + bytes(16), "auth", 0.5) is None
         assert dropped("malformed") == before + 1
+
+
+async def test_sockets_get_the_configured_receive_buffer(store: BalanceStore) -> None:
+    """Bursts wait in the socket instead of being dropped by the kernel (the default is ~200 KiB)."""
+    with open("/proc/sys/net/core/rmem_max") as f:
+        rmem_max = int(f.read())
+    async with serving(store, receive_buffer_bytes=4 << 20) as (nas, _):
+        for transport in nas.server._transports:
+            sock = transport.get_extra_info("socket")
+            got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # Linux reports twice the request
+            assert got >= min(4 << 20, rmem_max) * 2 if os.geteuid() else got >= 8 << 20
