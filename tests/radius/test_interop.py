@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from balance.records import AccountKind, AccountRecord
 from balance.settings import BalanceSettings, RedisSettings
 from balance.store import BalanceStore
 from billing.tariff_store import install_tariff
-from tests.occ.test_daemon import MakeDaemon, make_daemon, render  # noqa: F401  (make_daemon is a fixture)
+from tests.occ.test_daemon import DaemonProcess, MakeDaemon, make_daemon, render  # noqa: F401  (make_daemon is a fixture)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -80,6 +81,7 @@ class Radius:
     auth_port: int
     acct_port: int
     store: BalanceStore
+    daemon: DaemonProcess
 
 
 @pytest.fixture
@@ -105,7 +107,7 @@ async def radius(make_daemon: MakeDaemon, store: BalanceStore, database_url: str
     assert found, line
     assert found.group(1) == "127.0.0.1" and found.group(4) == "1", line
     await asyncio.to_thread(daemon.wait_log, r"msg=ready")
-    return Radius(int(found.group(2)), int(found.group(3)), store)
+    return Radius(int(found.group(2)), int(found.group(3)), store, daemon)
 
 
 async def subscriber(store: BalanceStore, account: str, user: str, password: str) -> None:
@@ -125,12 +127,12 @@ async def money(store: BalanceStore, account: str) -> tuple[int, int]:
 # ---- radclient ----------------------------------------------------------------------------------------
 
 
-async def radclient(port: int, kind: str, attributes: str) -> str:
+async def radclient(port: int, kind: str, attributes: str, secret: str = SECRET) -> str:
     """One request through radclient (-x: both packets printed); its whole output."""
     if RADCLIENT is None:
         pytest.skip("radclient is not installed (Debian: apt-get install -y freeradius-utils)")
     proc = await asyncio.create_subprocess_exec(
-        RADCLIENT, "-x", "-t", "5", "-r", "1", f"127.0.0.1:{port}", kind, SECRET,
+        RADCLIENT, "-x", "-t", "5", "-r", "1", f"127.0.0.1:{port}", kind, secret,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -306,3 +308,25 @@ async def test_pyrad_verifies_the_accept_and_gets_accounting_answered(radius: Ra
         if status == "Start":
             assert await money(store, "py-sub") == (0, GRANT // MIB * PER_MIB)
     assert await money(store, "py-sub") == (5 * PER_MIB, 0)
+
+
+@pytest.mark.skipif(RADCLIENT is None, reason="radclient is not installed (apt-get install freeradius-utils)")
+async def test_reload_rotates_the_nas_secret_and_refuses_a_broken_dictionary(radius: Radius) -> None:
+    await subscriber(radius.store, "rc-reload", "rc-reload", "pw")
+    request = 'User-Name = "rc-reload"\nUser-Password = "pw"\n'
+    daemon = radius.daemon
+    rotated = RADIUS_EXTRA.replace(f'secret = "{SECRET}"', 'secret = "rotated-secret"')
+    daemon.rewrite(render(daemon, extra=rotated))
+    daemon.signal(signal.SIGHUP)
+    await asyncio.to_thread(daemon.wait_log, r'msg="configuration reloaded"')
+    assert "Received Access-Accept" in await radclient(radius.auth_port, "auth", request, "rotated-secret")
+    # the old secret: the Message-Authenticator radclient adds does not verify, the request is dropped
+    stale = await radclient(radius.auth_port, "auth", request + "Message-Authenticator = 0x00\n")
+    assert "Received" not in stale, stale
+
+    broken = rotated.replace('listen = ["127.0.0.1"]', 'listen = ["127.0.0.1"]\ndictionary = "/nonexistent"')
+    daemon.rewrite(render(daemon, extra=broken))
+    daemon.signal(signal.SIGHUP)
+    line = await asyncio.to_thread(daemon.wait_log, r"msg=\"reload rejected")
+    assert "/nonexistent" in line, line
+    assert "Received Access-Accept" in await radclient(radius.auth_port, "auth", request, "rotated-secret")
