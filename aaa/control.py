@@ -2,8 +2,9 @@
 happens to them when the account changes (balance notifications from the store):
 
 - the account is suspended, blocked or closed: a Disconnect-Request for each of its sessions;
-- money arrives (a top-up, a refund): a CoA-Request for each of its sessions with the new allowance
-  (Session-Timeout or data quota) and the plan's limits, as an Access-Accept would carry them now.
+- money arrives (a top-up, a refund), the plan changes or the account is active again: a CoA-Request for
+  each of its sessions with the new allowance (Session-Timeout or data quota) and the plan's limits, as an
+  Access-Accept would carry them now.
 
 A session is known from its first accounting packet on this worker until its Stop (or Accounting-On/Off
 of its NAS). Notifications reach every worker; only the ones that saw a session act on it.
@@ -89,7 +90,7 @@ class SessionControl:
                     live.client, live.nas_host, live.acct_session, live.user, live.framed_ip, notice.status
                 )
                 self.gone(notice.account_id, session_id)
-        elif notice.kind == "credit":
+        elif notice.kind == "credit" or (notice.kind == "status" and notice.status == "active"):
             try:
                 view = await ctx.charging.balance(notice.account_id)
             except (UnknownAccount, StoreUnavailable) as exc:

@@ -2,7 +2,7 @@
 -- KEYS[1] account hash
 -- ARGV: mode ("put": create or update; "restore": create only, with balance ARGV[7]; "status": set
 --   status ARGV[5] of an existing account), kind, cur, plan, st, lim, bal, notification channel,
---   account id (status changes PUBLISH "status|<account>|<status>")
+--   account id (status and plan changes PUBLISH "status|<account>|<status>")
 -- Returns 1 created, 2 updated, 0 nothing done (restore of an existing / status of a missing account).
 
 local mode = ARGV[1]
@@ -16,7 +16,12 @@ if mode == 'status' then
 end
 if exists then
   if mode == 'restore' then return 0 end
+  local before = redis.call('HMGET', KEYS[1], 'plan', 'st')
   redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'cur', ARGV[3], 'plan', ARGV[4], 'st', ARGV[5], 'lim', ARGV[6])
+  if before[1] ~= ARGV[4] or before[2] ~= ARGV[5] then
+    -- a new plan or status: servers re-authorize running sessions (CoA) or cut them
+    redis.call('PUBLISH', ARGV[8], 'status|' .. ARGV[9] .. '|' .. ARGV[5])
+  end
   return 2
 end
 local bal = mode == 'restore' and ARGV[7] or '0'

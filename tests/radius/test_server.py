@@ -58,7 +58,10 @@ def radius_settings(coa_port: int, **changes: object) -> RadiusSettings:
         interim_interval_s=60,
         coa_timeout_s=0.2,
         coa_retries=1,
-        plans={"demo": PlanAccess(rate_limit="10M/10M", idle_timeout_s=600)},
+        plans={
+            "demo": PlanAccess(rate_limit="10M/10M", idle_timeout_s=600),
+            "demo-plus": PlanAccess(rate_limit="50M/50M"),
+        },
         profiles=PROFILES,
     )
     return msgspec.structs.replace(base, **changes)
@@ -421,10 +424,30 @@ async def test_a_top_up_pushes_a_coa_with_the_new_quota_and_a_suspension_disconn
         # 1.10 EUR minus the 10 MiB the session holds: 100 MiB more
         quota = nas.server.ctx.dictionary.key("Mikrotik-Total-Limit")
         assert coa.get(quota) == (100 * MIB).to_bytes(4)
-        assert coa.get(nas.server.ctx.dictionary.key("Mikrotik-Rate-Limit")) == b"10M/10M"
+        rate_limit = nas.server.ctx.dictionary.key("Mikrotik-Rate-Limit")
+        assert coa.get(rate_limit) == b"10M/10M"
+        # a plan change re-authorizes the session with the new plan's limits
+        await store.put_account(
+            AccountRecord(account_id="alice", kind=AccountKind.PREPAID, currency="EUR", plan="demo-plus")
+        )
+        coa = await asyncio.wait_for(nas_port.received.get(), 5)
+        assert coa.code == codec.COA_REQUEST and coa.get(rate_limit) == b"50M/50M"
+        nas_port.answer = codec.DISCONNECT_NAK
+        naks = (
+            REGISTRY.get_sample_value("occ_radius_dynauth_total", {"kind": "disconnect", "outcome": "nak"})
+            or 0
+        )
         await store.set_status("alice", AccountStatus.SUSPENDED)
         cut = await asyncio.wait_for(nas_port.received.get(), 5)
         assert cut.code == codec.DISCONNECT_REQUEST and cut.get(a.acct_session_id) == b"s7"
+        for _ in range(100):  # the NAK (Error-Cause 503) is counted once the sender reads it
+            if REGISTRY.get_sample_value(
+                "occ_radius_dynauth_total", {"kind": "disconnect", "outcome": "nak"}
+            ):
+                break
+            await asyncio.sleep(0.02)
+        nak = REGISTRY.get_sample_value("occ_radius_dynauth_total", {"kind": "disconnect", "outcome": "nak"})
+        assert nak == naks + 1
 
 
 async def test_no_accounting_response_while_the_store_is_down(redis_url: str, key_prefix: str) -> None:
