@@ -94,7 +94,7 @@ async def decide(ctx: RadiusContext, packet: Packet, client: NasClient) -> Decis
     else:
         return _reject(ctx, "no supported credentials (PAP, CHAP or MS-CHAPv2)", "no_credentials")
     try:
-        view = await ctx.charging.balance(account_id)
+        view = await ctx.charging.summary(account_id)
     except UnknownAccount:
         return _reject(ctx, "unknown user", "unknown_user")
     return _authorize(ctx, client, view, extra)

@@ -92,7 +92,7 @@ class SessionControl:
                 self.gone(notice.account_id, session_id)
         elif notice.kind == "credit" or (notice.kind == "status" and notice.status == "active"):
             try:
-                view = await ctx.charging.balance(notice.account_id)
+                view = await ctx.charging.summary(notice.account_id)
             except (UnknownAccount, StoreUnavailable) as exc:
                 log.warning("no CoA after a credit account=%s reason=%s", notice.account_id, exc)
                 return

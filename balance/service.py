@@ -537,6 +537,10 @@ class ChargingService:
     async def balance(self, account_id: str) -> AccountView:
         return await self.store.query(account_id)
 
+    async def summary(self, account_id: str) -> AccountView:
+        """:meth:`balance` without the sessions: attributes, money and buckets, one Redis read."""
+        return await self.store.summary(account_id)
+
 
 def _unpriced(item: UsageItem, state: wire.ItemState, flags: str) -> wire.ItemPlan:
     """An item committed at no price and granted nothing: a placeholder or unrated usage."""

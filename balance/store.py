@@ -94,6 +94,45 @@ class Notification(msgspec.Struct, frozen=True):
         return None
 
 
+_SUMMARY_FIELDS = ("kind", "cur", "plan", "st", "lim", "bal", "rsv", "bkt")
+
+
+def _view(
+    account_id: str,
+    fields: dict[str, bytes],
+    reservations: tuple[ReservationView, ...],
+    counters: dict[str, int],
+) -> AccountView:
+    record = AccountRecord(
+        account_id=account_id,
+        kind=AccountKind(fields["kind"].decode()),
+        currency=fields["cur"].decode(),
+        plan=fields["plan"].decode(),
+        status=AccountStatus(fields["st"].decode()),
+        credit_limit=int(fields["lim"]),
+    )
+    buckets = [
+        BucketView(
+            bucket_id=str(bucket_id),
+            service=b["s"],
+            units=b["n"],
+            reserved=b["r"],
+            expires_at_ms=b["e"],
+            priority=b["p"],
+        )
+        for bucket_id, b in wire.mapping(msgspec.msgpack.decode(fields.get("bkt", b"\x80"))).items()
+    ]
+    buckets.sort(key=lambda b: (b.priority, b.expires_at_ms, b.bucket_id))
+    return AccountView(
+        account=record,
+        balance=int(fields["bal"]),
+        reserved=int(fields["rsv"]),
+        buckets=tuple(buckets),
+        reservations=reservations,
+        counters=counters,
+    )
+
+
 async def cancel_listener(task: asyncio.Task[Any], timeout: float = 2.0) -> bool:
     """Cancel a task consuming :meth:`BalanceStore.notifications` and wait, at most ``timeout`` seconds,
     until it is done. redis-py can swallow a cancellation that lands while it connects, so the task is
@@ -345,26 +384,6 @@ class BalanceStore:
         if not flat:
             raise UnknownAccount(account_id)
         fields: dict[str, bytes] = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
-        record = AccountRecord(
-            account_id=account_id,
-            kind=AccountKind(fields["kind"].decode()),
-            currency=fields["cur"].decode(),
-            plan=fields["plan"].decode(),
-            status=AccountStatus(fields["st"].decode()),
-            credit_limit=int(fields["lim"]),
-        )
-        buckets = [
-            BucketView(
-                bucket_id=str(bucket_id),
-                service=b["s"],
-                units=b["n"],
-                reserved=b["r"],
-                expires_at_ms=b["e"],
-                priority=b["p"],
-            )
-            for bucket_id, b in wire.mapping(msgspec.msgpack.decode(fields.get("bkt", b"\x80"))).items()
-        ]
-        buckets.sort(key=lambda b: (b.priority, b.expires_at_ms, b.bucket_id))
         reservations = []
         for field, value in sorted(fields.items()):
             if not field.startswith("s:"):
@@ -383,14 +402,20 @@ class BalanceStore:
                             expires_at_ms=state.exp,
                         )
                     )
-        return AccountView(
-            account=record,
-            balance=int(fields["bal"]),
-            reserved=int(fields["rsv"]),
-            buckets=tuple(buckets),
-            reservations=tuple(reservations),
-            counters={f: int(v) for f, v in fields.items() if f.startswith("cy:")},
-        )
+        counters = {f: int(v) for f, v in fields.items() if f.startswith("cy:")}
+        return _view(account_id, fields, tuple(reservations), counters)
+
+    async def summary(self, account_id: str) -> AccountView:
+        """The account's attributes, money and buckets without its sessions (``reservations`` and
+        ``counters`` empty): one HMGET however many sessions the account keeps, for per-request checks
+        such as RADIUS authorization. Raises UnknownAccount."""
+        values = await self._execute("HMGET", self.keys.account(account_id).account, *_SUMMARY_FIELDS)
+        if values[0] is None:
+            raise UnknownAccount(account_id)
+        fields = {
+            name: value for name, value in zip(_SUMMARY_FIELDS, values, strict=True) if value is not None
+        }
+        return _view(account_id, fields, (), {})
 
     # --- sessions of a protocol front: which account a session id belongs to -------------------------
     async def put_session_owner(self, session_id: str, account_id: str, ttl_s: int) -> None:

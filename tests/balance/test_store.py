@@ -164,6 +164,19 @@ async def test_buckets_are_used_before_money_in_priority_then_expiry_order(store
     assert view.balance == 1000
 
 
+async def test_summary_is_the_query_without_the_sessions(store: BalanceStore) -> None:
+    await open_account(store, 1000)
+    await store.add_bucket(
+        "acct", BucketRecord(bucket_id="b", service="data", units=100, expires_at=NOW + timedelta(days=2))
+    )
+    await applied(store, step("1", "s", "I", 0, [item("d", service="data", reserve=120, reserve_money=7)]))
+    full, summary = await store.query("acct"), await store.summary("acct")
+    assert full.reservations  # the session holds bucket units
+    assert summary == msgspec.structs.replace(full, reservations=(), counters={})
+    with pytest.raises(UnknownAccount):
+        await store.summary("nobody")
+
+
 async def test_event_uses_buckets_then_money_and_asks_for_a_split_price(store: BalanceStore) -> None:
     await open_account(store, 1000)
     await store.add_bucket(
