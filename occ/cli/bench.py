@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shlex
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from occ.cli import common
 from occ.settings import config_path
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    from occ.diameter.bench import BenchOptions as DiameterOptions
+    from occ.radius_bench.run import BenchOptions as RadiusOptions
+
+Options = TypeVar("Options", bound="DataclassInstance")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("bench", help="load benchmarks", description="load benchmarks")
     commands = group.add_subparsers(dest="bench_command", metavar="COMMAND", required=True)
-    from occ.diameter.bench import ROOT, BenchOptions
+    from occ.diameter.bench import BenchOptions
 
     defaults = BenchOptions()
     p = common.add_command(
@@ -36,72 +45,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "fails).",
         json_output=True,
     )
-    p.add_argument(
-        "--sessions",
-        type=int,
-        default=defaults.sessions,
-        metavar="N",
-        help=f"at most N sessions per phase (default {defaults.sessions})",
+    _add_count(p, "--sessions", defaults.sessions, "N", "at most N sessions per phase")
+    per_second = "sessions started per second"
+    _add_rate_and_duration(p, defaults.rate, defaults.duration, per_second, "starting sessions")
+    _add_count(p, "--updates", defaults.updates, "K", "CCR-U per session")
+    _add_count(p, "--connections", defaults.connections, "C", "Diameter connections")
+    _add_count(p, "--accounts", defaults.accounts, "M", "bench accounts, at least")
+    _add_count(p, "--grant", defaults.grant, "OCTETS", "octets requested per grant")
+    _add_count(
+        p, "--max-open", defaults.max_open, "N", "sessions running at once before new starts are skipped"
     )
-    p.add_argument(
-        "--rate",
-        type=float,
-        default=defaults.rate,
-        metavar="R",
-        help="sessions started per second; with --find-peak, the peak phase's rate, which should "
-        f"exceed capacity (default {defaults.rate:g})",
-    )
-    p.add_argument(
-        "--duration",
-        type=float,
-        default=defaults.duration,
-        metavar="S",
-        help=f"seconds of starting sessions per phase (default {defaults.duration:g})",
-    )
-    p.add_argument(
-        "--updates",
-        type=int,
-        default=defaults.updates,
-        metavar="K",
-        help=f"CCR-U per session (default {defaults.updates})",
-    )
-    p.add_argument(
-        "--connections",
-        type=int,
-        default=defaults.connections,
-        metavar="C",
-        help=f"Diameter connections (default {defaults.connections})",
-    )
-    _add_accounts_option(p, defaults.accounts)
-    p.add_argument(
-        "--grant",
-        type=int,
-        default=defaults.grant,
-        metavar="OCTETS",
-        help=f"octets requested per grant (default {defaults.grant})",
-    )
-    p.add_argument(
-        "--max-open",
-        type=int,
-        default=defaults.max_open,
-        metavar="N",
-        help=f"sessions running at once before new starts are skipped (default {defaults.max_open})",
-    )
-    _add_phase_options(p, defaults.timeout, defaults.find_peak, defaults.load_share)
-    _add_spawn_option(p, defaults.spawn, "[diameter] listen/port")
-    p.add_argument(
-        "--baseline",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.baseline,
-        help="the same load against a python-diameter node answering fixed CCAs (default on)",
-    )
-    p.add_argument(
-        "--redis-baseline",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.redis_baseline,
-        help="raw redis-benchmark EVALSHA of the session script (default on)",
-    )
-    _add_output_options(p, defaults.plan, ROOT / "benchmarks" / "results", "diameter-latest.txt")
+    baseline = "the same load against a python-diameter node answering fixed CCAs (default on)"
+    _add_run_options(p, defaults, "[diameter] listen/port", baseline)
+    redis = "raw redis-benchmark EVALSHA of the session script (default on)"
+    _add_switch(p, "--redis-baseline", defaults.redis_baseline, redis)
+    _add_output_options(p, defaults.plan, "diameter")
     p.set_defaults(handler=_diameter)
     _register_radius(commands)
 
@@ -109,52 +67,70 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 # ---- options both benchmarks take ------------------------------------------------------------------------
 
 
-def _add_accounts_option(p: argparse.ArgumentParser, default: int) -> None:
+def _add_count(p: argparse.ArgumentParser, flag: str, default: int, metavar: str, what: str) -> None:
+    """A whole-number option whose help is ``what`` and its default."""
+    p.add_argument(flag, type=int, default=default, metavar=metavar, help=f"{what} (default {default})")
+
+
+def _add_switch(p: argparse.ArgumentParser, flag: str, default: bool, what: str) -> None:
+    """An on/off option (``--x`` / ``--no-x``)."""
+    p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=what)
+
+
+def _add_rate_and_duration(
+    p: argparse.ArgumentParser, rate: float, duration: float, per_second: str, sending: str
+) -> None:
     p.add_argument(
-        "--accounts",
-        type=int,
-        default=default,
-        metavar="M",
-        help=f"bench accounts, at least (default {default})",
+        "--rate",
+        type=float,
+        default=rate,
+        metavar="R",
+        help=f"{per_second}; with --find-peak, the peak phase's rate, which should exceed capacity "
+        f"(default {rate:g})",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=duration,
+        metavar="S",
+        help=f"seconds of {sending} per phase (default {duration:g})",
     )
 
 
-def _add_phase_options(
-    p: argparse.ArgumentParser, timeout: float, find_peak: bool, load_share: float
+def _add_run_options(
+    p: argparse.ArgumentParser, defaults: DiameterOptions | RadiusOptions, target: str, baseline: str
 ) -> None:
+    """--timeout, the phases (--find-peak, --load-share), --spawn (else the daemon at ``target``) and
+    --baseline (helped by ``baseline``)."""
     p.add_argument(
         "--timeout",
         type=float,
-        default=timeout,
+        default=defaults.timeout,
         metavar="S",
-        help=f"seconds to wait for an answer (default {timeout:g})",
+        help=f"seconds to wait for an answer (default {defaults.timeout:g})",
     )
-    p.add_argument(
-        "--find-peak",
-        action=argparse.BooleanOptionalAction,
-        default=find_peak,
-        help="run at --rate (above capacity) to find the peak, then at --load-share of it (default on)",
-    )
+    peak = "run at --rate (above capacity) to find the peak, then at --load-share of it (default on)"
+    _add_switch(p, "--find-peak", defaults.find_peak, peak)
     p.add_argument(
         "--load-share",
         type=float,
-        default=load_share,
+        default=defaults.load_share,
         metavar="F",
-        help=f"with --find-peak, the second phase offers this share of the peak (default {load_share:g})",
+        help="with --find-peak, the second phase offers this share of the peak "
+        f"(default {defaults.load_share:g})",
     )
-
-
-def _add_spawn_option(p: argparse.ArgumentParser, default: bool, target: str) -> None:
-    p.add_argument(
-        "--spawn",
-        action=argparse.BooleanOptionalAction,
-        default=default,
-        help="start occ serve on free ports with a copy of the config, stop it after "
-        f"(default on); --no-spawn targets the daemon at {target}",
+    spawn = (
+        "start occ serve on free ports with a copy of the config, stop it after "
+        f"(default on); --no-spawn targets the daemon at {target}"
     )
+    _add_switch(p, "--spawn", defaults.spawn, spawn)
+    _add_switch(p, "--baseline", defaults.baseline, baseline)
 
 
-def _add_output_options(p: argparse.ArgumentParser, plan: str, out: Path, latest: str) -> None:
+def _add_output_options(p: argparse.ArgumentParser, plan: str, name: str) -> None:
+    from occ.bench_common import ROOT
+
+    out, latest = ROOT / "benchmarks" / "results", f"{name}-latest.txt"
     p.add_argument("--keep-accounts", action="store_true", help="leave the bench accounts in Redis")
     p.add_argument("--plan", default=plan, help=f"tariff plan of the bench accounts ({plan})")
     p.add_argument("--out", default=str(out), metavar="DIR", help=f"where the JSON and {latest} go")
@@ -175,14 +151,24 @@ def _command_line() -> str:
     return "occ " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "occ"
 
 
-def _print_report(
-    args: argparse.Namespace, report: Mapping[str, Any], text: str, path: Path, latest: str
-) -> None:
+def _options_from(args: argparse.Namespace, options: type[Options], **renamed: str) -> Options:
+    """A benchmark's options (a dataclass) from the arguments of the same names, or the ones ``renamed``
+    names."""
+    fields = dataclasses.fields(options)
+    return options(**{f.name: getattr(args, renamed.get(f.name, f.name)) for f in fields})
+
+
+def _finish(args: argparse.Namespace, name: str, report: Mapping[str, Any], text: str, ok: bool) -> int:
+    """Write the results (``<name>-<time>.json``, ``<name>-latest.txt``), print them; the exit status."""
+    from occ.bench_common import write_results
+
+    path = write_results(report, text, Path(args.out), name)
     if args.json:
         common.print_json(report)
     else:
         print(text)
-        print(f"written: {os.path.relpath(path)} and {latest}")
+        print(f"written: {os.path.relpath(path)} and {name}-latest.txt")
+    return 0 if ok else 1
 
 
 # ---- diameter --------------------------------------------------------------------------------------------
@@ -196,40 +182,20 @@ def _diameter(args: argparse.Namespace) -> int:
             raise common.UsageError(f"--{name.replace('_', '-')} must be positive")
     _check_phase_options(args)
     settings = common.settings(args)
-    options = bench.BenchOptions(
-        sessions=args.sessions,
-        rate=args.rate,
-        duration=args.duration,
-        updates=args.updates,
-        connections=args.connections,
-        accounts=args.accounts,
-        grant=args.grant,
-        max_open=args.max_open,
-        timeout=args.timeout,
-        find_peak=args.find_peak,
-        load_share=args.load_share,
-        spawn=args.spawn,
-        baseline=args.baseline,
-        redis_baseline=args.redis_baseline,
-        keep_accounts=args.keep_accounts,
-        plan=args.plan,
-    )
-
+    options = _options_from(args, bench.BenchOptions)
     report = _run(
         "diameter", lambda: bench.run_benchmark(options, config_path(args.config), settings, _progress)
     )
-    text = bench.format_report(report)
-    path = bench.write_results(report, text, Path(args.out))
-    _print_report(args, report, text, path, "diameter-latest.txt")
-    return 0 if report.get("conservation", {}).get("status") == "ok" else 1
+    ok = report.get("conservation", {}).get("status") == "ok"
+    return _finish(args, "diameter", report, bench.format_report(report), ok)
 
 
 def _run(name: str, benchmark: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> dict[str, Any]:
     """Run a benchmark coroutine; unreachable services and failed helper processes are command errors."""
     from balance.store import StoreUnavailable
     from billing.db import DatabaseUnavailable
+    from occ.bench_common import ProcessError
     from occ.cli.account import postgres_failures
-    from occ.diameter.bench_processes import ProcessError
 
     try:
         with postgres_failures():
@@ -246,7 +212,6 @@ def _run(name: str, benchmark: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def _register_radius(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from occ.diameter.bench_processes import ROOT
     from occ.radius_bench.run import BenchOptions
 
     defaults = BenchOptions()
@@ -261,67 +226,27 @@ def _register_radius(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     p.add_argument("--mode", choices=("auth", "acct"), default=defaults.mode,
                    help=f"what to send (default {defaults.mode})")  # fmt: skip
-    p.add_argument(
-        "--rate",
-        type=float,
-        default=defaults.rate,
-        metavar="R",
-        help="requests sent per second (acct: sessions start at R / (K + 2) per second); with --find-peak, "
-        f"the peak phase's rate, which should exceed capacity (default {defaults.rate:g})",
+    per_second = "requests sent per second (acct: sessions start at R / (K + 2) per second)"
+    _add_rate_and_duration(p, defaults.rate, defaults.duration, per_second, "sending")
+    _add_count(p, "--requests", defaults.requests, "N", "at most N requests per phase, all built before it")
+    _add_count(p, "--interims", defaults.interims, "K", "acct: Interim-Updates per session")
+    _add_count(
+        p, "--step", defaults.step, "OCTETS", "acct: octets the running total grows by per Interim-Update"
     )
-    p.add_argument(
-        "--duration",
-        type=float,
-        default=defaults.duration,
-        metavar="S",
-        help=f"seconds of sending per phase (default {defaults.duration:g})",
+    _add_count(
+        p, "--sockets", defaults.sockets, "C", "UDP source sockets, each at most 256 requests outstanding"
     )
-    p.add_argument(
-        "--requests",
-        type=int,
-        default=defaults.requests,
-        metavar="N",
-        help=f"at most N requests per phase, all built before it (default {defaults.requests})",
+    _add_count(p, "--accounts", defaults.accounts, "M", "bench accounts, at least")
+    baseline = (
+        "the same phases against FreeRADIUS 3.2 on a private copy of its stock configuration (default on)"
     )
-    p.add_argument(
-        "--interims",
-        type=int,
-        default=defaults.interims,
-        metavar="K",
-        help=f"acct: Interim-Updates per session (default {defaults.interims})",
+    _add_run_options(p, defaults, "[radius] auth_port/acct_port on 127.0.0.1", baseline)
+    install = (
+        "apt-get install freeradius when it is missing (as root; default on); --no-install-freeradius "
+        "prints the command and skips the baseline"
     )
-    p.add_argument(
-        "--step",
-        type=int,
-        default=defaults.step,
-        metavar="OCTETS",
-        help=f"acct: octets the running total grows by per Interim-Update (default {defaults.step})",
-    )
-    p.add_argument(
-        "--sockets",
-        type=int,
-        default=defaults.sockets,
-        metavar="C",
-        help=f"UDP source sockets, each at most 256 requests outstanding (default {defaults.sockets})",
-    )
-    _add_accounts_option(p, defaults.accounts)
-    _add_phase_options(p, defaults.timeout, defaults.find_peak, defaults.load_share)
-    _add_spawn_option(p, defaults.spawn, "[radius] auth_port/acct_port on 127.0.0.1")
-    p.add_argument(
-        "--baseline",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.baseline,
-        help="the same phases against FreeRADIUS 3.2 on a private copy of its stock configuration "
-        "(default on)",
-    )
-    p.add_argument(
-        "--install-freeradius",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.install,
-        help="apt-get install freeradius when it is missing (as root; default on); --no-install-freeradius "
-        "prints the command and skips the baseline",
-    )
-    _add_output_options(p, defaults.plan, ROOT / "benchmarks" / "results", "radius-latest.txt")
+    _add_switch(p, "--install-freeradius", defaults.install, install)
+    _add_output_options(p, defaults.plan, "radius")
     p.set_defaults(handler=_radius)
 
 
@@ -338,26 +263,6 @@ def _radius(args: argparse.Namespace) -> int:
     if args.requests < (1 if args.mode == "auth" else args.interims + 2):
         raise common.UsageError("--requests must hold at least one session")
     settings = common.settings(args)
-    options = BenchOptions(
-        mode=args.mode,
-        rate=args.rate,
-        duration=args.duration,
-        requests=args.requests,
-        interims=args.interims,
-        step=args.step,
-        sockets=args.sockets,
-        accounts=args.accounts,
-        timeout=args.timeout,
-        find_peak=args.find_peak,
-        load_share=args.load_share,
-        spawn=args.spawn,
-        baseline=args.baseline,
-        install=args.install_freeradius,
-        keep_accounts=args.keep_accounts,
-        plan=args.plan,
-    )
+    options = _options_from(args, BenchOptions, install="install_freeradius")
     report = _run("radius", lambda: run_benchmark(options, config_path(args.config), settings, _progress))
-    text = text_report.format_report(report)
-    path = text_report.write_results(report, text, Path(args.out))
-    _print_report(args, report, text, path, "radius-latest.txt")
-    return 0 if text_report.passed(report) else 1
+    return _finish(args, "radius", report, text_report.format_report(report), text_report.passed(report))

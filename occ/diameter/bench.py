@@ -24,18 +24,32 @@ answer makes the check "unverified" (a failure): whether it charged cannot be kn
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from balance.store import BalanceStore
+from occ.bench_common import (
+    MIB,
+    ROOT,
+    ProcessError,
+    Progress,
+    Spawned,
+    cpu_lines,
+    head_lines,
+    latency_summary,
+    percentile,
+    plan_catalog,
+    run_facts,
+    to_toml,
+    verdict_lines,
+    watched_processes,
+)
 from occ.diameter.bench_accounts import (
     accounts_needed,
     bench_subscribers,
@@ -45,28 +59,8 @@ from occ.diameter.bench_accounts import (
     remove,
     session_price,
 )
-from occ.diameter.bench_load import (
-    MIB,
-    RATING_GROUP,
-    CcrTemplate,
-    LoadSpec,
-    PhaseResult,
-    _latency_summary,
-    percentile,
-    run_phase,
-    summarize,
-)
-from occ.diameter.bench_processes import (
-    ROOT,
-    ProcessError,
-    Spawned,
-    machine,
-    raw_redis_evalsha,
-    redis_pid,
-    spawn_baseline,
-    spawn_daemon,
-    to_toml,
-)
+from occ.diameter.bench_load import RATING_GROUP, CcrTemplate, LoadSpec, PhaseResult, run_phase, summarize
+from occ.diameter.bench_processes import raw_redis_evalsha, spawn_baseline, spawn_daemon
 
 # re-exported: the CLI and the tests use the benchmark through this module
 __all__ = [
@@ -88,7 +82,6 @@ __all__ = [
     "session_price",
     "summarize",
     "to_toml",
-    "write_results",
 ]
 
 # ---- the whole benchmark ----------------------------------------------------------------------------
@@ -112,9 +105,6 @@ class BenchOptions:
     redis_baseline: bool = True
     keep_accounts: bool = False
     plan: str = "demo"
-
-
-Progress = Callable[[str], None]
 
 
 async def run_target_phases(
@@ -174,29 +164,11 @@ async def run_benchmark(
     progress: Progress = lambda _: None,
 ) -> dict[str, Any]:
     """Everything ``occ bench diameter`` does; returns the report (``conservation.status`` says pass/fail)."""
-    from billing import db
-    from billing.tariff_store import install_tariff, load_catalog
-
     run_id = secrets.token_hex(3)
     started_at = datetime.now(UTC)
-    conn = await db.connect(settings.database.url, settings.database.connect_timeout_s)
-    try:
-        catalog = await load_catalog(conn)
-        if options.plan not in catalog.names():
-            demo = ROOT / "config" / "tariffs" / "demo.toml"
-            progress(f"plan {options.plan!r} not installed: installing {demo}")
-            await install_tariff(conn, demo.read_text(encoding="utf-8"), demo.name)
-            catalog = await load_catalog(conn)
-    finally:
-        await conn.close()
+    catalog = await plan_catalog(settings, options.plan, progress)
     store = await BalanceStore.connect(settings.redis, settings.balance)
-    report: dict[str, Any] = {
-        "benchmark": "diameter",
-        "when": started_at.isoformat(timespec="seconds"),
-        "machine": machine(),
-        "options": {k: getattr(options, k) for k in options.__dataclass_fields__},
-        "run_id": run_id,
-    }
+    report: dict[str, Any] = {"benchmark": "diameter", **run_facts(options, run_id, started_at)}
     workdir = Path(tempfile.mkdtemp(prefix="occ-bench-"))
     daemon: Spawned | None = None
     count = accounts_needed(
@@ -205,10 +177,7 @@ async def run_benchmark(
     subscribers = bench_subscribers(run_id, count)
     msisdns = [s.msisdn for s in subscribers]
     try:
-        watch: dict[str, int] = {"load generator": os.getpid()}
-        pid = await redis_pid(store)
-        if pid is not None:
-            watch["redis-server"] = pid
+        watch = await watched_processes(store)
         if options.spawn:
             progress("starting occ serve")
             daemon = await spawn_daemon(config, workdir)
@@ -292,7 +261,7 @@ def _ratios(
         "met": vs_baseline is not None and vs_baseline >= 3.0,
     }
     if options.find_peak and len(ours) > 1:
-        p99 = _latency_summary(ours[1].stats["CCR-U"].latencies)["p99_ms"]
+        p99 = latency_summary(ours[1].stats["CCR-U"].latencies)["p99_ms"]
         goals[f"CCR-U p99 <= 5 ms at {options.load_share * 100:g}% of peak"] = {
             "value": p99,
             "met": p99 <= 5.0,
@@ -304,14 +273,7 @@ def _ratios(
 
 
 def format_report(report: Mapping[str, Any]) -> str:
-    lines = [f"diameter benchmark — {report['when']}"]
-    if "command" in report:
-        lines.append(f"command: {report['command']}")
-    m = report.get("machine", {})
-    lines.append(
-        f"machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Python {m.get('python', '?')}, "
-        f"{m.get('redis', '')}".rstrip(", ")
-    )
+    lines = head_lines(f"diameter benchmark — {report['when']}", report)
     o = report["options"]
     lines.append(
         f"load: open loop, session = CCR-I + {o['updates']} x CCR-U + CCR-T (data, RG {RATING_GROUP}, "
@@ -340,16 +302,7 @@ def format_report(report: Mapping[str, Any]) -> str:
                     f"  {kind:<6} {t['answers']:>8} {rate} {t['p50_ms']:>8.2f} {t['p95_ms']:>8.2f} "
                     f"{t['p99_ms']:>8.2f} {t['max_ms']:>8.1f}  {codes}"
                 )
-            cpu = phase.get("cpu_share_of_one_core") or {}
-            if cpu.get("other processes", 0.0) > 0.25:
-                lines.append(
-                    f"  NOTE: the machine was not quiet: processes outside this benchmark used "
-                    f"{cpu['other processes']:.2f} of a core during this phase"
-                )
-            if cpu:
-                lines.append(
-                    "  CPU (share of one core): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
-                )
+            lines.extend(cpu_lines(phase))
     c = report.get("conservation")
     if c:
         lines.append("")
@@ -365,24 +318,5 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append(f"raw redis-benchmark EVALSHA of the session script, 32 conn: {raw:,.0f} calls/s")
     if report.get("raw_redis_evalsha_source"):
         lines.append(f"  measured by {report['raw_redis_evalsha_source']}")
-    ratios = report.get("ratios") or {}
-    if ratios:
-        lines.append("ratios:")
-        for name, value in ratios.items():
-            lines.append(f"  {name:<55} {'n/a' if value is None else f'{value:.2f}'}")
-    goals = report.get("goals") or {}
-    for name, goal in goals.items():
-        value = goal["value"]
-        shown = "n/a" if value is None else f"{value:.2f}"
-        verdict = "not measured" if value is None else "met" if goal["met"] else "NOT met"
-        lines.append(f"goal {name}: {shown} — {verdict}")
+    lines.extend(verdict_lines(report))
     return "\n".join(lines)
-
-
-def write_results(report: Mapping[str, Any], text: str, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = out / f"diameter-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out / "diameter-latest.txt").write_text(text + "\n")
-    return path

@@ -1,4 +1,8 @@
-"""Bench accounts of ``occ bench diameter`` and the money conservation check after a run."""
+"""Bench accounts of ``occ bench diameter`` and the money conservation check after a run.
+
+Opening an account (:func:`provision_accounts`), pricing a session (:func:`session_price`) and the check
+(:func:`check_conservation`) serve ``occ bench radius`` too.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,13 @@ from typing import Any
 
 from balance.records import AccountKind, AccountRecord
 from balance.store import BalanceStore, UnknownAccount
-from occ.diameter.bench_load import ACCOUNT_OCTETS_LIMIT, OPENING, SERVICE, PhaseResult
+from occ.bench_common import remove_bench_keys
+from occ.diameter.bench_load import ACCOUNT_OCTETS_LIMIT, SERVICE, PhaseResult
 from rating_core.rating import Usage, price_of
 from rating_core.tariff import Catalog
+
+EUR = 1_000_000
+OPENING = 1_000_000 * EUR  # per bench account: far more than any run spends, far below MAX_MONEY
 
 # ---- bench accounts and the conservation check -------------------------------------------------------
 
@@ -29,18 +37,26 @@ def bench_subscribers(run_id: str, count: int) -> list[Subscriber]:
     return [Subscriber(f"bench-{run_id}-{i}", f"999{digits}{i:06d}") for i in range(count)]
 
 
-async def provision(store: BalanceStore, subscribers: Sequence[Subscriber], plan: str) -> None:
-    """Prepaid accounts with ``OPENING`` money and an msisdn identity each, straight into the live store."""
+async def provision_accounts(
+    store: BalanceStore, plan: str, identities: Iterable[tuple[str, str, str]], password: str | None = None
+) -> None:
+    """Per (account, identity kind, identity): a prepaid EUR account on ``plan`` with ``OPENING`` money
+    and that identity (with ``password``), straight into the live store."""
     now = datetime.now(UTC)
 
-    async def one(s: Subscriber) -> None:
+    async def one(account_id: str, kind: str, identity: str) -> None:
         await store.put_account(
-            AccountRecord(account_id=s.account_id, kind=AccountKind.PREPAID, currency="EUR", plan=plan)
+            AccountRecord(account_id=account_id, kind=AccountKind.PREPAID, currency="EUR", plan=plan)
         )
-        await store.credit(s.account_id, OPENING, key=f"{s.account_id}-opening", reason="topup", now=now)
-        await store.put_identity("msisdn", s.msisdn, s.account_id)
+        await store.credit(account_id, OPENING, key=f"{account_id}-opening", reason="topup", now=now)
+        await store.put_identity(kind, identity, account_id, password)
 
-    await asyncio.gather(*(one(s) for s in subscribers))
+    await asyncio.gather(*(one(*who) for who in identities))
+
+
+async def provision(store: BalanceStore, subscribers: Sequence[Subscriber], plan: str) -> None:
+    """Prepaid accounts with ``OPENING`` money and an msisdn identity each, straight into the live store."""
+    await provision_accounts(store, plan, [(s.account_id, "msisdn", s.msisdn) for s in subscribers])
 
 
 async def remove(store: BalanceStore, subscribers: Sequence[Subscriber], run_id: str) -> int:
@@ -49,32 +65,11 @@ async def remove(store: BalanceStore, subscribers: Sequence[Subscriber], run_id:
     Their charge records stay in the partitions' charge streams (appended atomically with the money moves;
     they name the ``bench-<run>-`` accounts).
     """
-    keys = [store.keys.account(s.account_id).account for s in subscribers]
-    keys += [store.keys.identity("msisdn", s.msisdn) for s in subscribers]
-    prefix = store.keys.prefix
-    for pattern in (f"{prefix}:*:i:bench-{run_id}-*", f"{prefix}:so:bench*.test;{run_id};*"):
-        cursor: Any = b"0"
-        while True:
-            cursor, found = await store.link.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 5000)
-            keys.extend(k.decode() if isinstance(k, bytes) else str(k) for k in found)
-            if cursor in (b"0", 0, "0"):
-                break
-    removed = 0
-    for i in range(0, len(keys), 500):
-        removed += int(await store.link.execute("UNLINK", *keys[i : i + 500]))
-    # the reaper indexes hold "<account>|<session>" of open sessions: none after a clean run
-    for index in sorted({store.keys.account(s.account_id).reaper for s in subscribers}):
-        cursor = b"0"
-        while True:
-            cursor, flat = await store.link.execute(
-                "ZSCAN", index, cursor, "MATCH", f"bench-{run_id}-*", "COUNT", 1000
-            )
-            members = flat[0::2]
-            if members:
-                removed += int(await store.link.execute("ZREM", index, *members))
-            if cursor in (b"0", 0, "0"):
-                break
-    return removed
+    identities = [store.keys.identity("msisdn", s.msisdn) for s in subscribers]
+    owners = f"{store.keys.prefix}:so:bench*.test;{run_id};*"
+    return await remove_bench_keys(
+        store, f"bench-{run_id}-", [s.account_id for s in subscribers], identities, owners
+    )
 
 
 def session_price(catalog: Catalog, plan: str, pieces: Sequence[int], at: datetime) -> int:

@@ -8,12 +8,12 @@ import contextlib
 import gc
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from occ.bench_common import MIB, cpu_share, cpu_snapshot, latency_summary
 from occ.diameter import dictionary as d
-from occ.diameter.bench_processes import _cpu_share, _cpu_snapshot
 from occ.diameter.client import DiameterClient, MsccSpec, UnitsSpec
 from occ.diameter.codec import (
     FLAG_PROXIABLE,
@@ -27,9 +27,6 @@ from occ.diameter.codec import (
 
 RATING_GROUP = 10
 SERVICE = "data"
-MIB = 1_048_576
-EUR = 1_000_000
-OPENING = 1_000_000 * EUR  # per bench account: far more than any run spends, far below MAX_MONEY
 # Octets charged per account and month stay below this, so the 10 GiB volume tier is never reached and a
 # session's price does not depend on the order its account's sessions were rated in.
 ACCOUNT_OCTETS_LIMIT = 4 << 30
@@ -202,7 +199,7 @@ class LoadGenerator:
         spec, result = self.spec, self.result
         total = min(spec.sessions, math.ceil(spec.rate * spec.duration)) if spec.rate > 0 else 0
         tasks: set[asyncio.Task[None]] = set()
-        cpu_before = _cpu_snapshot(self.watch)
+        cpu_before = cpu_snapshot(self.watch)
         wall_before = time.perf_counter()
         t0 = time.perf_counter()
         self._window_end = t0 + spec.duration
@@ -232,7 +229,7 @@ class LoadGenerator:
         if remaining > 0:
             await asyncio.sleep(remaining)
         result.window_s = spec.duration
-        result.cpu = _cpu_share(cpu_before, _cpu_snapshot(self.watch), time.perf_counter() - wall_before)
+        result.cpu = cpu_share(cpu_before, cpu_snapshot(self.watch), time.perf_counter() - wall_before)
         while tasks:
             await asyncio.gather(*list(tasks), return_exceptions=True)
         result.elapsed_s = time.perf_counter() - t0
@@ -379,24 +376,6 @@ async def run_phase(
 # ---- figures -----------------------------------------------------------------------------------------
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending sequence (0 when empty)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
-
-
-def _latency_summary(latencies: Iterable[float]) -> dict[str, float]:
-    ordered = sorted(latencies)
-    return {
-        "p50_ms": percentile(ordered, 50) * 1000,
-        "p95_ms": percentile(ordered, 95) * 1000,
-        "p99_ms": percentile(ordered, 99) * 1000,
-        "max_ms": (ordered[-1] if ordered else 0.0) * 1000,
-    }
-
-
 def summarize(phase: PhaseResult) -> dict[str, Any]:
     """The JSON figures of a phase."""
     types: dict[str, Any] = {}
@@ -405,7 +384,7 @@ def summarize(phase: PhaseResult) -> dict[str, Any]:
         types[kind] = {
             "answers": len(stats.latencies),
             "answers_per_s": phase.answers_per_s(kind),
-            **_latency_summary(stats.latencies),
+            **latency_summary(stats.latencies),
             "result_codes": dict(sorted(stats.results.items())),
             "item_result_codes": dict(sorted(stats.item_results.items())),
         }
@@ -422,7 +401,7 @@ def summarize(phase: PhaseResult) -> dict[str, Any]:
         "elapsed_s": phase.elapsed_s,
         "answers_per_s": phase.answers_per_s(),
         "unanswered": phase.unanswered,
-        "all": {"answers": len(every), **_latency_summary(every)},
+        "all": {"answers": len(every), **latency_summary(every)},
         "types": types,
         "cpu_share_of_one_core": phase.cpu,
     }

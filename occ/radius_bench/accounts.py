@@ -1,28 +1,22 @@
 """Bench accounts of ``occ bench radius``, what their sessions should have cost, and their removal.
 
-The money conservation check itself is the Diameter bench's
-(:func:`occ.diameter.bench_accounts.check_conservation`): ``opening − balance − reserved`` of every bench
-account must equal the expected charge, and ``reserved`` must be 0.
+Opening the accounts, pricing a session and the money conservation check itself are the Diameter bench's
+(:mod:`occ.diameter.bench_accounts`): ``opening − balance − reserved`` of every bench account must equal the
+expected charge, and ``reserved`` must be 0. Removing the keys is :func:`occ.bench_common.remove_bench_keys`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from aaa.context import IDENTITY_KIND
-from balance.records import AccountKind, AccountRecord
 from balance.store import BalanceStore
-from occ.diameter.bench_accounts import Conservation, check_conservation, session_price
-from occ.diameter.bench_load import OPENING
+from occ.bench_common import remove_bench_keys
+from occ.diameter.bench_accounts import Conservation, check_conservation, provision_accounts, session_price
 from occ.radius_bench.load import PhaseResult
 from occ.radius_bench.packets import Identity
 from rating_core.tariff import Catalog
-
-SCAN_COUNT = 5000
-SCAN_ROUNDS = 100_000  # far more than any prefix needs: a loop over a live SCAN cursor stays bounded
 
 
 def account_prefix(run_id: str) -> str:
@@ -40,55 +34,19 @@ def bench_identities(run_id: str, count: int) -> list[Identity]:
 
 async def provision(store: BalanceStore, identities: Sequence[Identity], plan: str, password: str) -> None:
     """Prepaid accounts with ``OPENING`` money and a RADIUS identity each, straight into the live store."""
-    now = datetime.now(UTC)
-
-    async def one(who: Identity) -> None:
-        await store.put_account(
-            AccountRecord(account_id=who.account_id, kind=AccountKind.PREPAID, currency="EUR", plan=plan)
-        )
-        await store.credit(who.account_id, OPENING, key=f"{who.account_id}-opening", reason="topup", now=now)
-        await store.put_identity(IDENTITY_KIND, who.user, who.account_id, password)
-
-    await asyncio.gather(*(one(who) for who in identities))
-
-
-async def _scan(store: BalanceStore, pattern: str) -> list[str]:
-    found: list[str] = []
-    cursor: Any = b"0"
-    for _ in range(SCAN_ROUNDS):
-        cursor, keys = await store.link.execute("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
-        found.extend(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
-        if cursor in (b"0", 0, "0"):
-            break
-    return found
+    who = [(i.account_id, IDENTITY_KIND, i.user) for i in identities]
+    await provision_accounts(store, plan, who, password)
 
 
 async def remove(store: BalanceStore, identities: Sequence[Identity], run_id: str) -> int:
     """Delete what the run created: account hashes, RADIUS identities, stored session-step answers, the
     NAS's open-session index and any session owner, and the accounts' reaper entries. Their charge records
     stay in the partitions' charge streams (appended atomically with the money moves)."""
-    keys = [store.keys.account(who.account_id).account for who in identities]
-    keys += [store.keys.identity(IDENTITY_KIND, who.user) for who in identities]
+    keys = [store.keys.identity(IDENTITY_KIND, who.user) for who in identities]
     keys.append(store.keys.nas_sessions(nas_identifier(run_id)))
-    prefix = store.keys.prefix
-    keys += await _scan(store, f"{prefix}:*:i:{account_prefix(run_id)}*")
-    keys += await _scan(store, store.keys.session_owner(f"radius:{nas_identifier(run_id)}:*"))
-    removed = 0
-    for i in range(0, len(keys), 500):
-        removed += int(await store.link.execute("UNLINK", *keys[i : i + 500]))
-    # the reaper indexes hold "<account>|<session>" of open sessions: none after a clean run
-    for index in sorted({store.keys.account(who.account_id).reaper for who in identities}):
-        cursor: Any = b"0"
-        for _ in range(SCAN_ROUNDS):
-            cursor, flat = await store.link.execute(
-                "ZSCAN", index, cursor, "MATCH", f"{account_prefix(run_id)}*", "COUNT", 1000
-            )
-            members = flat[0::2]
-            if members:
-                removed += int(await store.link.execute("ZREM", index, *members))
-            if cursor in (b"0", 0, "0"):
-                break
-    return removed
+    owners = store.keys.session_owner(f"radius:{nas_identifier(run_id)}:*")
+    accounts = [who.account_id for who in identities]
+    return await remove_bench_keys(store, account_prefix(run_id), accounts, keys, owners)
 
 
 def expected_charges(

@@ -18,12 +18,13 @@ import asyncio
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from occ.diameter.bench_processes import ProcessError, Spawned, _child_env
+from occ.bench_common import ProcessError, Spawned, child_env, free_ports
 from occ.radius_bench.packets import Identity
-from occ.radius_bench.processes import BENCH_SECRET, Server, die_with_parent, free_udp_ports
+from occ.radius_bench.processes import BENCH_SECRET, Server, die_with_parent
 
 STOCK_CONFIG = Path("/etc/freeradius/3.0")
 INSTALL = ("apt-get", "install", "-y", "--no-install-recommends", "freeradius")
@@ -201,13 +202,13 @@ def log_tail(workdir: Path, lines: int = 15) -> str:
 
 async def start(path: str, workdir: Path, identities: Sequence[Identity], password: str) -> Server:
     """FreeRADIUS on its private configuration, started (not yet known to answer: see the bench's probe)."""
-    auth_port, acct_port = free_udp_ports(2)
+    auth_port, acct_port = free_ports(2, socket.SOCK_DGRAM)
     raddb = write_config(workdir, identities, password, auth_port, acct_port)
     out = workdir / "freeradius.out"
     with out.open("wb") as sink:
         process = await asyncio.create_subprocess_exec(
             path, "-f", "-d", str(raddb),
-            stdout=sink, stderr=asyncio.subprocess.STDOUT, env=_child_env(), preexec_fn=die_with_parent(),
+            stdout=sink, stderr=asyncio.subprocess.STDOUT, env=child_env(), preexec_fn=die_with_parent(),
         )  # fmt: skip
     spawned = Spawned(process, auth_port, out)
     return Server("freeradius", "127.0.0.1", auth_port, acct_port, BENCH_SECRET.encode(), spawned)

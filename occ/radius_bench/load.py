@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aaa import codec
-from occ.diameter.bench_load import _latency_summary
-from occ.diameter.bench_processes import _cpu_share, _cpu_snapshot
+from occ.bench_common import cpu_share, cpu_snapshot, latency_summary
 from occ.radius_bench.packets import IDENTIFIERS, number, session_total, with_identifier
 
 AUTH, ACCT = "auth", "acct"
@@ -207,7 +206,7 @@ class LoadGenerator:
         spec, result = self.spec, self.result
         total, sockets, per = spec.units(), spec.sockets, spec.per_session
         rate = spec.unit_rate
-        cpu_before, udp_before = _cpu_snapshot(self.watch), udp_counters()
+        cpu_before, udp_before = cpu_snapshot(self.watch), udp_counters()
         drops_before = socket_drops(self.address[1])
         t0 = time.perf_counter()
         window = min(spec.duration, total / rate) if total else spec.duration  # --requests may cut it short
@@ -238,7 +237,7 @@ class LoadGenerator:
         if remaining > 0:  # the window is the sending time, however short the schedule ended up
             await asyncio.sleep(remaining)
         result.window_s = window
-        result.cpu = _cpu_share(cpu_before, _cpu_snapshot(self.watch), time.perf_counter() - t0)
+        result.cpu = cpu_share(cpu_before, cpu_snapshot(self.watch), time.perf_counter() - t0)
         # every session still running can take a timeout per report, and no more
         limit = time.perf_counter() + spec.timeout * per + 1.0
         while self.outstanding and time.perf_counter() < limit:
@@ -435,7 +434,7 @@ def summarize(phase: PhaseResult) -> dict[str, Any]:
         types[kind] = {
             "answers": len(stats.latencies),
             "answers_per_s": phase.answers_per_s(kind),
-            **_latency_summary(stats.latencies),
+            **latency_summary(stats.latencies),
             "replies": dict(sorted(stats.replies.items())),
         }
     every = [x for stats in phase.stats.values() for x in stats.latencies]
@@ -458,7 +457,7 @@ def summarize(phase: PhaseResult) -> dict[str, Any]:
         "unmatched_replies": phase.unmatched,
         "packets_signed_again": phase.resigned,
         "send_errors": phase.send_errors,
-        "all": {"answers": len(every), **_latency_summary(every)},
+        "all": {"answers": len(every), **latency_summary(every)},
         "types": types,
         "cpu_share_of_one_core": phase.cpu,
         "udp_errors_machine": phase.udp_errors,

@@ -1,36 +1,22 @@
-"""Processes of ``occ bench radius``: ``occ serve`` on a private copy of the config, free UDP ports, and a
-child that dies with the bench."""
+"""Processes of ``occ bench radius``: ``occ serve`` on a private copy of the config (spawned by
+:func:`occ.bench_common.spawn_occ_serve`), the servers under load, and a child that dies with the bench."""
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import signal
 import socket
 import sys
-import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from occ.diameter.bench_processes import ProcessError, Spawned, _child_env, _http_status, free_port, to_toml
+from occ.bench_common import Spawned, free_ports, serve_config, spawn_occ_serve
 
 BENCH_SECRET = "testing123"
 PR_SET_PDEATHSIG = 1
-
-
-def free_udp_ports(count: int) -> list[int]:
-    """``count`` distinct UDP ports free on 127.0.0.1 right now (all bound at once, then released)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def die_with_parent() -> Callable[[], None] | None:
@@ -64,6 +50,16 @@ class Server:
     def port(self, mode: str) -> int:
         return self.auth_port if mode == "auth" else self.acct_port
 
+    def where(self) -> dict[str, Any]:
+        """Its host and ports, as the report names them."""
+        return {"host": self.host, "auth_port": self.auth_port, "acct_port": self.acct_port}
+
+    def watched(self, watch: Mapping[str, int]) -> dict[str, int]:
+        """``watch`` and, when the process is ours, this server under its name (for the CPU shares)."""
+        if self.spawned is not None and self.spawned.process.pid:
+            return {**watch, self.name: self.spawned.process.pid}
+        return dict(watch)
+
     async def stop(self, grace: float = 15.0) -> int | None:
         if self.spawned is None:
             return None
@@ -94,41 +90,16 @@ def bench_client(radius: dict[str, Any]) -> dict[str, Any]:
 
 def daemon_config(raw: dict[str, Any], workdir: Path, auth_port: int, acct_port: int) -> dict[str, Any]:
     """The spawned daemon's settings: RADIUS on 127.0.0.1 only, free ports, a private run directory."""
-    radius = raw.setdefault("radius", {})
-    client = bench_client(radius)
-    radius.update(
-        enabled=True, listen=["127.0.0.1"], auth_port=auth_port, acct_port=acct_port, clients=[client]
-    )
-    diameter = raw.setdefault("diameter", {})
-    diameter.update(listen="127.0.0.1", port=free_port())
-    raw.setdefault("metrics", {}).update(listen="127.0.0.1", port=free_port())
-    raw.setdefault("server", {}).update(run_dir=str(workdir / "run"), log_level="warning")
-    return raw
+    client = bench_client(raw.setdefault("radius", {}))
+    radius = {"enabled": True, "listen": ["127.0.0.1"], "auth_port": auth_port, "acct_port": acct_port}
+    return serve_config(raw, workdir, {**radius, "clients": [client]})
 
 
 async def spawn_occ(config: Path, workdir: Path, startup_timeout: float = 60.0) -> Server:
     """``python -m occ serve`` on a copy of ``config`` (see :func:`daemon_config`), healthy."""
-    auth_port, acct_port = free_udp_ports(2)
+    auth_port, acct_port = free_ports(2, socket.SOCK_DGRAM)
     raw = daemon_config(tomllib.loads(config.read_text(encoding="utf-8")), workdir, auth_port, acct_port)
-    copy = workdir / "occ.toml"
-    copy.write_text(to_toml(raw), encoding="utf-8")
-    log = workdir / "daemon.log"
-    with log.open("wb") as sink:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "occ", "serve", "--config", str(copy),
-            stdout=sink, stderr=asyncio.subprocess.STDOUT, env=_child_env(), preexec_fn=die_with_parent(),
-        )  # fmt: skip
-    spawned = Spawned(process, auth_port, log)
-    metrics_port = int(raw["metrics"]["port"])
-    deadline = time.monotonic() + startup_timeout
-    try:
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                raise ProcessError(f"occ serve exited with status {process.returncode}:\n{spawned.tail()}")
-            if await _http_status(metrics_port, "/health") == 200:
-                return Server("occ serve", "127.0.0.1", auth_port, acct_port, BENCH_SECRET.encode(), spawned)
-            await asyncio.sleep(0.2)
-        raise ProcessError(f"occ serve not healthy within {startup_timeout:.0f} s:\n{spawned.tail()}")
-    except BaseException:
-        await spawned.stop()
-        raise
+    spawned = await spawn_occ_serve(
+        raw, workdir, preexec_fn=die_with_parent(), startup_timeout=startup_timeout
+    )
+    return Server("occ serve", "127.0.0.1", auth_port, acct_port, BENCH_SECRET.encode(), spawned)

@@ -1,14 +1,12 @@
-"""The report of ``occ bench radius``: checks, ratios and goals, text, and the files in benchmarks/results."""
+"""The report of ``occ bench radius``: checks, ratios and goals, and text (its files are written by
+:func:`occ.bench_common.write_results`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from occ.diameter.bench_load import _latency_summary
+from occ.bench_common import cpu_lines, head_lines, latency_summary, verdict_lines
 from occ.radius_bench.load import ACCT, AUTH, PhaseResult
 
 EXPECTED_REPLY = {AUTH: "Access-Accept", ACCT: "Accounting-Response"}
@@ -61,7 +59,7 @@ def goals_and_ratios(
         phase = ours[1]
         every = [x for stats in phase.stats.values() for x in stats.latencies]
         every += [phase.spec.timeout] * phase.timeouts
-        p99 = _latency_summary(every)["p99_ms"]
+        p99 = latency_summary(every)["p99_ms"]
         goals[name] = {"value": p99, "met": p99 <= 5.0, "why": ""}
     else:
         goals[name] = {"value": None, "met": False, "why": "not measured: needs --find-peak"}
@@ -113,14 +111,7 @@ def _phase_lines(name: str, phase: Mapping[str, Any]) -> list[str]:
     if phase.get("packets_signed_again"):
         notes.append(f"packets signed again for another Identifier {phase['packets_signed_again']}")
     lines.extend(f"  {note}" for note in notes)
-    cpu = phase.get("cpu_share_of_one_core") or {}
-    if cpu.get("other processes", 0.0) > NOTE_CPU_BUSY:
-        lines.append(
-            f"  NOTE: the machine was not quiet: processes outside this benchmark used "
-            f"{cpu['other processes']:.2f} of a core during this phase"
-        )
-    if cpu:
-        lines.append("  CPU (share of one core): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+    lines.extend(cpu_lines(phase, NOTE_CPU_BUSY))
     return lines
 
 
@@ -151,14 +142,7 @@ def _check_lines(report: Mapping[str, Any]) -> list[str]:
 
 
 def format_report(report: Mapping[str, Any]) -> str:
-    lines = [f"radius benchmark ({report['mode']}) — {report['when']}"]
-    if "command" in report:
-        lines.append(f"command: {report['command']}")
-    m = report.get("machine", {})
-    lines.append(
-        f"machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Python {m.get('python', '?')}, "
-        f"{m.get('redis', '')}".rstrip(", ")
-    )
+    lines = head_lines(f"radius benchmark ({report['mode']}) — {report['when']}", report)
     o = report["options"]
     shape = (
         "PAP Access-Request with Message-Authenticator"
@@ -182,29 +166,10 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append(f"  FreeRADIUS logged {dropped} dropped requests")
     lines.append("")
     lines.extend(_check_lines(report))
-    ratios = report.get("ratios") or {}
-    if ratios:
-        lines.append("ratios:")
-        for name, value in ratios.items():
-            lines.append(f"  {name:<55} {'n/a' if value is None else f'{value:.2f}'}")
-    for name, goal in (report.get("goals") or {}).items():
-        value = goal["value"]
-        shown = "n/a" if value is None else f"{value:.2f}"
-        met = "met" if goal["met"] else "NOT met"
-        verdict = met if value is not None else goal.get("why") or "not measured"
-        lines.append(f"goal {name}: {shown} — {verdict}")
+    lines.extend(verdict_lines(report))
     return "\n".join(lines)
 
 
 def passed(report: Mapping[str, Any]) -> bool:
     """Exit status 0: money conserved (acct; auth: nothing charged) and every occ reply as expected."""
     return all((report.get(k) or {}).get("status") == "ok" for k in ("conservation", "replies"))
-
-
-def write_results(report: Mapping[str, Any], text: str, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = out / f"radius-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out / "radius-latest.txt").write_text(text + "\n")
-    return path

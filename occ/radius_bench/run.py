@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,16 +20,14 @@ from aaa.attributes import Attrs, resolve
 from aaa.clients import ClientTable
 from aaa.dictionary import load
 from balance.store import BalanceStore
+from occ.bench_common import MIB, ProcessError, Progress, plan_catalog, run_facts, watched_processes
 from occ.diameter.bench_accounts import accounts_needed
-from occ.diameter.bench_load import MIB
-from occ.diameter.bench_processes import ProcessError, machine, redis_pid
 from occ.radius_bench import accounts, freeradius
 from occ.radius_bench.load import ACCT, AUTH, LoadSpec, PhaseResult, run_phase, summarize
 from occ.radius_bench.packets import Identity, PacketBuilder, acct_packets, auth_packets
 from occ.radius_bench.processes import Server, spawn_occ
 from occ.radius_bench.report import goals_and_ratios, replies_check
 
-Progress = Callable[[str], None]
 PROBE_TIMEOUT_S = 30.0
 
 
@@ -152,24 +149,6 @@ async def run_target(
     return phases
 
 
-async def _catalog(settings: Any, plan: str, progress: Progress) -> Any:
-    from billing import db
-    from billing.tariff_store import install_tariff, load_catalog
-    from occ.diameter.bench_processes import ROOT
-
-    conn = await db.connect(settings.database.url, settings.database.connect_timeout_s)
-    try:
-        catalog = await load_catalog(conn)
-        if plan not in catalog.names():
-            demo = ROOT / "config" / "tariffs" / "demo.toml"
-            progress(f"plan {plan!r} not installed: installing {demo}")
-            await install_tariff(conn, demo.read_text(encoding="utf-8"), demo.name)
-            catalog = await load_catalog(conn)
-    finally:
-        await conn.close()
-    return catalog
-
-
 def configured_server(settings: Any) -> Server:
     """``--no-spawn``: the daemon at ``[radius]`` of the config, over 127.0.0.1, with its secret for it."""
     radius = settings.radius
@@ -212,15 +191,10 @@ async def _baseline(
             await probe(server, builder, identities[0])
         except ProcessError as exc:
             raise ProcessError(f"{exc}:\n{freeradius.log_tail(workdir)}") from None
-        theirs = dict(watch)
-        if server.spawned is not None and server.spawned.process.pid:
-            theirs["freeradius"] = server.spawned.process.pid
-        report["freeradius_target"] = {
-            "host": server.host,
-            "auth_port": server.auth_port,
-            "acct_port": server.acct_port,
-        }
-        phases = await run_target(server, options, builder, identities, run_id, progress, theirs)
+        report["freeradius_target"] = server.where()
+        phases = await run_target(
+            server, options, builder, identities, run_id, progress, server.watched(watch)
+        )
     except (ProcessError, freeradius.BaselineUnavailable, OSError) as exc:
         report["baseline_error"] = str(exc)
         progress(f"FreeRADIUS baseline failed: {exc}")
@@ -265,16 +239,13 @@ async def _run_benchmark(
     run_id = secrets.token_hex(3)
     password = secrets.token_hex(8)  # the bench subscribers' (never printed)
     started_at = datetime.now(UTC)
-    catalog = await _catalog(settings, options.plan, progress)
+    catalog = await plan_catalog(settings, options.plan, progress)
     attrs = resolve(load(settings.radius.dictionary))
     store = await BalanceStore.connect(settings.redis, settings.balance)
     report: dict[str, Any] = {
         "benchmark": "radius",
         "mode": options.mode,
-        "when": started_at.isoformat(timespec="seconds"),
-        "machine": machine(),
-        "options": {k: getattr(options, k) for k in options.__dataclass_fields__},
-        "run_id": run_id,
+        **run_facts(options, run_id, started_at),
     }
     count = options.accounts
     if options.mode == ACCT:  # enough accounts that none gets near the data volume tier
@@ -284,10 +255,7 @@ async def _run_benchmark(
     workdir = Path(tempfile.mkdtemp(prefix="occ-bench-radius-"))
     server: Server | None = None
     try:
-        watch: dict[str, int] = {"load generator": os.getpid()}
-        pid = await redis_pid(store)
-        if pid is not None:
-            watch["redis-server"] = pid
+        watch = await watched_processes(store)
         progress(f"provisioning {count} bench accounts ({accounts.account_prefix(run_id)}*)")
         await accounts.provision(store, identities, options.plan, password)
         if options.spawn:
@@ -295,18 +263,10 @@ async def _run_benchmark(
             server = await spawn_occ(config, workdir)
         else:
             server = configured_server(settings)
-        ours_watch = dict(watch)
-        if server.spawned is not None and server.spawned.process.pid:
-            ours_watch["occ serve"] = server.spawned.process.pid
-        report["target"] = {
-            "host": server.host,
-            "auth_port": server.auth_port,
-            "acct_port": server.acct_port,
-            "spawned": options.spawn,
-        }
+        report["target"] = {**server.where(), "spawned": options.spawn}
         builder = PacketBuilder(attrs, server.secret, accounts.nas_identifier(run_id), password.encode())
         await probe(server, builder, identities[0])
-        ours = await run_target(server, options, builder, identities, run_id, progress, ours_watch)
+        ours = await run_target(server, options, builder, identities, run_id, progress, server.watched(watch))
         report["occ"] = {p.name: summarize(p) for p in ours}
         report["replies"] = replies_check(options.mode, ours)
         expected = accounts.expected_charges(catalog, options.plan, identities, ours, started_at)

@@ -1,0 +1,417 @@
+"""What ``occ bench diameter`` (:mod:`occ.diameter.bench`) and ``occ bench radius`` (:mod:`occ.radius_bench`)
+both use: CPU accounting, latency figures, the machine, report text and result files, ``occ serve`` on a
+private copy of the config, the tariff catalog, and the removal of a run's keys from the live store.
+The money side of the bench accounts (opening them, what a session costs, the conservation check) is the
+Diameter bench's :mod:`occ.diameter.bench_accounts`, which the RADIUS bench uses too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from balance.store import BalanceStore
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    from rating_core.tariff import Catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+MIB = 1_048_576
+SCAN_ROUNDS = 100_000  # far more than any prefix needs: a loop over a live SCAN cursor stays bounded
+
+Progress = Callable[[str], None]
+
+# ---- CPU and figures -------------------------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_cpu() -> tuple[float, float] | None:
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    steal = values[7] if len(values) > 7 else 0
+    busy = sum(values[:8]) - idle - steal  # guest time is already in user
+    return busy / tick, steal / tick
+
+
+def cpu_snapshot(watch: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each watched process (name -> pid) and of the machine (busy, steal)."""
+    snapshot = {name: seconds for name, pid in watch.items() if (seconds := _cpu_seconds(pid)) is not None}
+    machine = _machine_cpu()
+    if machine is not None:
+        snapshot["machine busy"], snapshot["steal"] = machine
+    return snapshot
+
+
+def cpu_share(before: Mapping[str, float], after: Mapping[str, float], wall: float) -> dict[str, float]:
+    """CPU seconds per wall second of each watched process, of everything else, of steal, and in total."""
+    if wall <= 0:
+        return {}
+    shares = {name: (after[name] - before[name]) / wall for name in before if name in after}
+    if "machine busy" in shares:
+        total = shares.pop("machine busy")
+        watched = sum(v for k, v in shares.items() if k != "steal")
+        shares["other processes"] = max(0.0, total - watched)
+        shares[f"all (of {os.cpu_count() or 1} cores)"] = total
+    return shares
+
+
+async def watched_processes(store: BalanceStore) -> dict[str, int]:
+    """What every phase's CPU shares name: the load generator, and the redis-server when it runs here."""
+    watch = {"load generator": os.getpid()}
+    try:
+        info = await store.link.execute("INFO", "server")
+    except Exception:
+        return watch
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("process_id:"):
+            pid = int(line.split(":", 1)[1])
+            if Path(f"/proc/{pid}/stat").exists():
+                watch["redis-server"] = pid
+            break
+    return watch
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def latency_summary(latencies: Iterable[float]) -> dict[str, float]:
+    """``p50_ms``, ``p95_ms``, ``p99_ms`` and ``max_ms`` of latencies given in seconds."""
+    ordered = sorted(latencies)
+    return {
+        "p50_ms": percentile(ordered, 50) * 1000,
+        "p95_ms": percentile(ordered, 95) * 1000,
+        "p99_ms": percentile(ordered, 99) * 1000,
+        "max_ms": (ordered[-1] if ordered else 0.0) * 1000,
+    }
+
+
+# ---- the report ------------------------------------------------------------------------------------------
+
+
+def money_core_module() -> ModuleType | None:
+    """benchmarks/bench_money_core.py (its machine() and redis_benchmark()), when in a source checkout."""
+    path = ROOT / "benchmarks" / "bench_money_core.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("bench_money_core", path)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def machine() -> dict[str, str]:
+    """CPU, cores, Python and Redis of this machine (``bench_money_core.machine()``), or what Python knows."""
+    module = money_core_module()
+    if module is not None:
+        found: dict[str, str] = module.machine()
+        return found
+    import platform
+
+    return {"host": platform.node(), "cores": str(os.cpu_count()), "python": platform.python_version()}
+
+
+def run_facts(options: DataclassInstance, run_id: str, started_at: datetime) -> dict[str, Any]:
+    """The report's ``when``, ``machine``, ``options`` and ``run_id``."""
+    when = started_at.isoformat(timespec="seconds")
+    return {"when": when, "machine": machine(), "options": asdict(options), "run_id": run_id}
+
+
+def head_lines(title: str, report: Mapping[str, Any]) -> list[str]:
+    """The title, the command line (when the report has it) and the machine."""
+    lines = [title]
+    if "command" in report:
+        lines.append(f"command: {report['command']}")
+    m = report.get("machine", {})
+    lines.append(
+        f"machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Python {m.get('python', '?')}, "
+        f"{m.get('redis', '')}".rstrip(", ")
+    )
+    return lines
+
+
+def cpu_lines(phase: Mapping[str, Any], busy: float = 0.25) -> list[str]:
+    """A phase's CPU shares, after a note when processes outside the benchmark used more than ``busy``."""
+    cpu = phase.get("cpu_share_of_one_core") or {}
+    lines = []
+    if cpu.get("other processes", 0.0) > busy:
+        lines.append(
+            f"  NOTE: the machine was not quiet: processes outside this benchmark used "
+            f"{cpu['other processes']:.2f} of a core during this phase"
+        )
+    if cpu:
+        lines.append("  CPU (share of one core): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+    return lines
+
+
+def verdict_lines(report: Mapping[str, Any]) -> list[str]:
+    """The ratios, then a line per goal: its value and met / NOT met, or why it was not measured."""
+    ratios = report.get("ratios") or {}
+    lines = ["ratios:"] if ratios else []
+    for name, value in ratios.items():
+        lines.append(f"  {name:<55} {'n/a' if value is None else f'{value:.2f}'}")
+    for name, goal in (report.get("goals") or {}).items():
+        value = goal["value"]
+        shown = "n/a" if value is None else f"{value:.2f}"
+        verdict = ("met" if goal["met"] else "NOT met") if value is not None else goal.get("why")
+        lines.append(f"goal {name}: {shown} — {verdict or 'not measured'}")
+    return lines
+
+
+def write_results(report: Mapping[str, Any], text: str, out_dir: Path, name: str) -> Path:
+    """``<name>-<UTC time>.json`` (the report) and ``<name>-latest.txt`` (the text) in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = out_dir / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out_dir / f"{name}-latest.txt").write_text(text + "\n")
+    return path
+
+
+# ---- processes -------------------------------------------------------------------------------------------
+
+
+class ProcessError(Exception):
+    """A helper process (daemon, baseline) did not start; the message is one line plus its log tail."""
+
+
+@dataclass
+class Spawned:
+    """A child process of the bench, the port it serves on, and its log."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    log: Path
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def stop(self, grace: float = 15.0) -> int | None:
+        """SIGTERM, SIGKILL after ``grace`` seconds; the exit status."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        return self.process.returncode
+
+
+def free_ports(count: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> list[int]:
+    """``count`` distinct TCP (``SOCK_DGRAM``: UDP) ports free on 127.0.0.1 now (all bound, then released)."""
+    sockets = [socket.socket(socket.AF_INET, kind) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child: the bench's, without what would override its private config copy."""
+    return {k: v for k, v in os.environ.items() if k not in ("OCC_METRICS_PORT", "OCC_RUN_DIR", "OCC_CONFIG")}
+
+
+async def http_status(port: int, path: str) -> int | None:
+    """The status of ``GET path`` on 127.0.0.1:``port``; None when nothing answers (in time, sensibly)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        line = await asyncio.wait_for(reader.readline(), 3.0)
+        parts = line.split()
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _toml_key(key: str) -> str:
+    bare = key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
+    return key if bare else json.dumps(key)
+
+
+def to_toml(data: Mapping[str, Any], path: tuple[str, ...] = ()) -> str:
+    """A TOML document for what :func:`tomllib.loads` gave (tables, arrays of tables, plain values)."""
+    lines: list[str] = []
+    nested: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) or (
+            isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+        ):
+            nested.append((key, value))
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for key, value in nested:
+        sub = (*path, key)
+        name = ".".join(_toml_key(k) for k in sub)
+        if isinstance(value, dict):
+            out += f"\n[{name}]\n" + to_toml(value, sub)
+        else:
+            for element in value:
+                out += f"\n[[{name}]]\n" + to_toml(element, sub)
+    return out
+
+
+def serve_config(raw: dict[str, Any], workdir: Path, radius: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` (a parsed occ.toml) for a spawned daemon: Diameter and metrics on 127.0.0.1 on free ports,
+    ``radius`` laid over ``[radius]``, a private run directory under ``workdir``, warnings only."""
+    diameter_port, metrics_port = free_ports(2)
+    raw.setdefault("radius", {}).update(radius)
+    raw.setdefault("diameter", {}).update(listen="127.0.0.1", port=diameter_port)
+    raw.setdefault("metrics", {}).update(listen="127.0.0.1", port=metrics_port)
+    raw.setdefault("server", {}).update(run_dir=str(workdir / "run"), log_level="warning")
+    return raw
+
+
+async def spawn_occ_serve(
+    raw: dict[str, Any],
+    workdir: Path,
+    *,
+    preexec_fn: Callable[[], None] | None = None,
+    startup_timeout: float = 60.0,
+) -> Spawned:
+    """``python -m occ serve`` on ``raw`` (see :func:`serve_config`) written to ``workdir/occ.toml``, once
+    its ``/health`` answers 200 (stopped when it does not); ``port`` is its Diameter port."""
+    copy = workdir / "occ.toml"
+    copy.write_text(to_toml(raw), encoding="utf-8")
+    log = workdir / "daemon.log"
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "occ", "serve", "--config", str(copy),
+            stdout=sink, stderr=asyncio.subprocess.STDOUT, env=child_env(), preexec_fn=preexec_fn,
+        )  # fmt: skip
+    spawned = Spawned(process, int(raw["diameter"]["port"]), log)
+    deadline = time.monotonic() + startup_timeout
+    try:
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise ProcessError(f"occ serve exited with status {process.returncode}:\n{spawned.tail()}")
+            if await http_status(int(raw["metrics"]["port"]), "/health") == 200:
+                return spawned
+            await asyncio.sleep(0.2)
+        raise ProcessError(f"occ serve not healthy within {startup_timeout:.0f} s:\n{spawned.tail()}")
+    except BaseException:
+        await spawned.stop()
+        raise
+
+
+# ---- the catalog and the run's keys ----------------------------------------------------------------------
+
+
+async def plan_catalog(settings: Any, plan: str, progress: Progress) -> Catalog:
+    """The installed tariffs, with ``config/tariffs/demo.toml`` installed first when ``plan`` is missing."""
+    from billing import db
+    from billing.tariff_store import install_tariff, load_catalog
+
+    conn = await db.connect(settings.database.url, settings.database.connect_timeout_s)
+    try:
+        catalog = await load_catalog(conn)
+        if plan not in catalog.names():
+            demo = ROOT / "config" / "tariffs" / "demo.toml"
+            progress(f"plan {plan!r} not installed: installing {demo}")
+            await install_tariff(conn, demo.read_text(encoding="utf-8"), demo.name)
+            catalog = await load_catalog(conn)
+    finally:
+        await conn.close()
+    return catalog
+
+
+async def _scan(store: BalanceStore, pattern: str) -> list[str]:
+    found: list[str] = []
+    cursor: Any = b"0"
+    for _ in range(SCAN_ROUNDS):
+        cursor, keys = await store.link.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 5000)
+        found.extend(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
+        if cursor in (b"0", 0, "0"):
+            break
+    return found
+
+
+async def remove_bench_keys(
+    store: BalanceStore, account_prefix: str, account_ids: Iterable[str], keys: Iterable[str], *patterns: str
+) -> int:
+    """Delete the bench accounts (ids starting with ``account_prefix``): their hashes, ``keys``, their
+    stored answers and every key matching one of ``patterns``, and their reaper entries; how many went.
+    Their charge records stay in the partitions' charge streams (appended atomically with the money)."""
+    accounts = [store.keys.account(account_id) for account_id in account_ids]
+    doomed = [a.account for a in accounts] + list(keys)
+    for pattern in (f"{store.keys.prefix}:*:i:{account_prefix}*", *patterns):
+        doomed += await _scan(store, pattern)
+    removed = 0
+    for i in range(0, len(doomed), 500):
+        removed += int(await store.link.execute("UNLINK", *doomed[i : i + 500]))
+    # the reaper indexes hold "<account>|<session>" of open sessions: none after a clean run
+    for index in sorted({a.reaper for a in accounts}):
+        cursor: Any = b"0"
+        for _ in range(SCAN_ROUNDS):
+            cursor, flat = await store.link.execute(
+                "ZSCAN", index, cursor, "MATCH", f"{account_prefix}*", "COUNT", 1000
+            )
+            members = flat[0::2]
+            if members:
+                removed += int(await store.link.execute("ZREM", index, *members))
+            if cursor in (b"0", 0, "0"):
+                break
+    return removed
