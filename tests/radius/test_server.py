@@ -306,6 +306,16 @@ async def test_pap_chap_and_mschapv2_accept_with_the_plan_and_balance_in_the_rep
         assert key == mschap.asymmetric_start_key(master, 16, is_send=True, is_server=True)
 
 
+async def test_a_time_rated_service_gets_the_session_timeout_the_balance_affords(store: BalanceStore) -> None:
+    await subscriber(store, "alice", EUR)
+    async with serving(store, service="voice") as (nas, _):
+        accept = await nas.access("alice", password="alice-secret")
+        assert accept is not None and accept.code == codec.ACCESS_ACCEPT
+        # peak voice to anywhere: 0.20 setup + 0.50 per started minute, so 1.00 EUR buys one minute
+        assert accept.get(nas.a.session_timeout) == (60).to_bytes(4)
+        assert accept.get(nas.server.ctx.dictionary.key("Mikrotik-Total-Limit")) is None
+
+
 @pytest.mark.parametrize(
     ("user", "password", "status", "money", "message"),
     [
