@@ -265,4 +265,5 @@ def _radius(args: argparse.Namespace) -> int:
     settings = common.settings(args)
     options = _options_from(args, BenchOptions, install="install_freeradius")
     report = _run("radius", lambda: run_benchmark(options, config_path(args.config), settings, _progress))
-    return _finish(args, "radius", report, text_report.format_report(report), text_report.passed(report))
+    text = text_report.format_report(report)
+    return _finish(args, f"radius-{args.mode}", report, text, text_report.passed(report))
