@@ -20,15 +20,18 @@ there is no reply and the NAS retransmits.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+
+import msgspec
 
 from aaa.access import account_of_class
 from aaa.clients import NasClient
 from aaa.codec import Packet
 from aaa.context import IDENTITY_KIND, RadiusContext
 from aaa.values import read_text, read_u32
-from balance.service import SessionAnswer, SessionRequest, UsageItem
+from balance.service import SessionAnswer, SessionRequest, UsageItem, added_by
 from rating_core.tariff import Unit
 
 SESSION_PREFIX = "radius"
@@ -68,26 +71,32 @@ def nas_of(ctx: RadiusContext, packet: Packet, host: str) -> str:
     return ident or host
 
 
-def _total(ctx: RadiusContext, packet: Packet, unit: Unit | None) -> int:
+def _total(ctx: RadiusContext, packet: Packet, unit: Unit | None) -> tuple[int, int | None]:
+    """The running total and, when it is a wrapping 32-bit octet counter (no Gigawords), 32."""
     a = ctx.attrs
     if unit is Unit.SECOND:
-        return read_u32(packet.get(a.acct_session_time)) or 0
+        return read_u32(packet.get(a.acct_session_time)) or 0, None
     octets = 0
+    gigawords = False
     for low, high in (
         (a.acct_input_octets, a.acct_input_gigawords),
         (a.acct_output_octets, a.acct_output_gigawords),
     ):
-        octets += (read_u32(packet.get(high)) or 0) << 32 | (read_u32(packet.get(low)) or 0)
-    return octets
+        giga = read_u32(packet.get(high))
+        gigawords = gigawords or giga is not None
+        octets += (giga or 0) << 32 | (read_u32(packet.get(low)) or 0)
+    return octets, None if gigawords else 32
 
 
 async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: str) -> Recorded:
     """Apply one Accounting-Request; StoreUnavailable propagates (no reply: the NAS retries)."""
     a = ctx.attrs
     status = read_u32(packet.get(a.acct_status_type))
-    nas = nas_of(ctx, packet, host)
+    # Sessions and the NAS index are scoped by the client entry that authenticated the packet: a NAS
+    # cannot name another client's sessions (NAS-IP-Address is only what the packet says).
+    nas = f"{client.name}|{nas_of(ctx, packet, host)}"
     store = ctx.charging.store
-    ttl = ctx.settings.interim_interval_s * ctx.settings.stale_intervals
+    keep = ctx.charging.settings.session_keep_s
     if status in (a.status_accounting_on, a.status_accounting_off):
         await close_nas_sessions(ctx, nas)
         return Recorded("accounting_on" if status == a.status_accounting_on else "accounting_off")
@@ -106,13 +115,13 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
     delay = read_u32(packet.get(a.acct_delay_time)) or 0
     now = ctx.clock() - timedelta(seconds=delay)
     service = ctx.settings.service
-    unit = ctx.charging.catalog.unit_of(service)
-    total = _total(ctx, packet, unit)
+    total, bits = _total(ctx, packet, ctx.charging.catalog.unit_of(service))
     elapsed = read_u32(packet.get(a.acct_session_time)) or 0
     session_id = f"{SESSION_PREFIX}:{nas}:{acct_session}"
     framed = packet.get(a.framed_ip_address)
+    ttl = ctx.settings.interim_interval_s * ctx.settings.stale_intervals
 
-    def request(key: str, item: UsageItem, *, create_missing: bool = True) -> SessionRequest:
+    def request(key: str, item: UsageItem, *, create_missing: bool = False) -> SessionRequest:
         return SessionRequest(
             account_id=account_id or "",
             session_id=session_id,
@@ -137,18 +146,82 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
             closed=answer is None,
         )
 
-    item = UsageItem(item=service, service=service, total=total)
+    item = UsageItem(item=service, service=service, total=total, total_bits=bits)
+    # the session's start (to the second): part of every key, so a reused Acct-Session-Id never replays
+    # an earlier session's answers
+    started = int((now - timedelta(seconds=elapsed)).timestamp())
     if status == a.status_start:
-        answer = await ctx.charging.initiate(request(f"{session_id};start", item, create_missing=False))
-        await store.put_nas_session(nas, session_id, f"{account_id}|{user}", ttl)
+        await _begin(ctx, request, account_id, session_id, started)
+        answer = await ctx.charging.initiate(request(f"{session_id};start;{started}", item))
+        await store.put_nas_session(nas, session_id, f"{account_id}|{user}", keep)
         return recorded("start", answer)
     if status == a.status_interim:
-        answer = await ctx.charging.update(request(f"{session_id};interim;{total};{elapsed}", item))
+        key = f"{session_id};interim;{started};{total};{elapsed}"
+        answer = await ctx.charging.update(request(key, item))
+        if answer.result == "UNKNOWN_SESSION":
+            if await _late(ctx, request, session_id, total, bits):
+                return recorded("late", None)
+            # the Start was lost: the session begins here
+            answer = await ctx.charging.update(request(key, item, create_missing=True))
+            await store.put_nas_session(nas, session_id, f"{account_id}|{user}", keep)
         return recorded("interim", answer)
-    final = UsageItem(item=service, service=service, total=total, requested=0)
-    await ctx.charging.terminate(request(f"{session_id};stop", final))
+    final = msgspec.structs.replace(item, requested=0)
+    key = f"{session_id};stop;{started};{total};{elapsed}"
+    answer = await ctx.charging.terminate(request(key, final))
+    if answer.result == "UNKNOWN_SESSION":
+        if await _late(ctx, request, session_id, total, bits):
+            return recorded("late", None)
+        await ctx.charging.terminate(request(key, final, create_missing=True))
+    await store.mark_closed(session_id, total, keep)
     await store.drop_nas_session(nas, session_id)
     return recorded("stop", None)
+
+
+# A Start this far (ms) from the start of the session open under its id is another session reusing the id
+# (a NAS that restarted); closer, it is the same Start retransmitted.
+SAME_START_MS = 60_000
+
+
+async def _begin(
+    ctx: RadiusContext,
+    request: Callable[..., SessionRequest],
+    account_id: str,
+    session_id: str,
+    started: int,
+) -> None:
+    """Before a Start: a session still open under the id that began at another time ends at what it
+    reported (its usage was charged by its reports; its reservation goes back), and the mark of one that
+    ended goes away, so the new session counts from zero."""
+    store = ctx.charging.store
+    state = await store.session_state(account_id, session_id)
+    if state is not None and abs(started * 1000 - state.st) > SAME_START_MS:
+        service = ctx.settings.service
+        ended = UsageItem(item=service, service=service, requested=0)
+        await ctx.charging.terminate(request(f"{session_id};reused;{started}", ended))
+    await store.clear_closed(session_id)
+
+
+async def _late(
+    ctx: RadiusContext,
+    request: Callable[..., SessionRequest],
+    session_id: str,
+    total: int,
+    bits: int | None,
+) -> bool:
+    """A report for a session that already ended (a reordered Interim, a Stop buffered across the NAS's
+    restart): charge only what its total adds to the last one, reserve nothing. False when the session
+    never ended here."""
+    store = ctx.charging.store
+    closed = await store.closed_total(session_id)
+    if closed is None:
+        return False
+    added = added_by(total, closed, bits)
+    if added:
+        service = ctx.settings.service
+        late = UsageItem(item=service, service=service, used=added, requested=0)
+        await ctx.charging.terminate(request(f"{session_id};late;{total}", late, create_missing=True))
+        await store.mark_closed(session_id, total, ctx.charging.settings.session_keep_s)
+    return True
 
 
 def _cut_needed(
@@ -165,13 +238,17 @@ def _cut_needed(
 
 async def close_nas_sessions(ctx: RadiusContext, nas: str) -> int:
     """Accounting-On/Off: the NAS lost its sessions. Each is terminated with what was last reported (the
-    rest of its reservation goes back); returns how many."""
+    rest of its reservation goes back) and remembered as closed at that total, so a Stop the NAS buffered
+    is charged only for what it adds; returns how many."""
     store = ctx.charging.store
     sessions = await store.nas_sessions(nas)
     service = ctx.settings.service
+    keep = ctx.charging.settings.session_keep_s
     now = ctx.clock()
     for session_id, value in sessions.items():
         account_id = value.split("|", 1)[0]
+        state = await store.session_state(account_id, session_id)
+        counted = state.it[service].off if state is not None and service in state.it else None
         await ctx.charging.terminate(
             SessionRequest(
                 account_id=account_id,
@@ -181,5 +258,7 @@ async def close_nas_sessions(ctx: RadiusContext, nas: str) -> int:
                 now=now,
             )
         )
+        if counted is not None:
+            await store.mark_closed(session_id, counted, keep)
         await store.drop_nas_session(nas, session_id)
     return len(sessions)

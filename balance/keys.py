@@ -13,7 +13,8 @@ append the charge record in the same atomic step.
     {prefix}:{<p>}:c                    charge stream of the partition
     {prefix}:id:<kind>:<value>          identity -> account (hash: account, secret)
     {prefix}:so:<session id>            account of a protocol session (Diameter Session-Id, RADIUS)
-    {prefix}:nas:<nas>                  RADIUS sessions a NAS has open: session id -> "<account>|<user>|<ip>"
+    {prefix}:nas:<nas>                  RADIUS sessions a NAS has open: session id -> "<account>|<user>"
+    {prefix}:sc:<session id>            a closed protocol session's last running total (late reports)
     {prefix}:notify                     pub/sub channel: "credit|<account>", "status|<account>|<status>"
 """
 
@@ -75,6 +76,9 @@ class KeySpace:
 
     def nas_sessions(self, nas: str) -> str:
         return f"{self.prefix}:nas:{nas}"
+
+    def closed_session(self, session_id: str) -> str:
+        return f"{self.prefix}:sc:{session_id}"
 
     @property
     def notifications(self) -> str:

@@ -65,6 +65,9 @@ class UsageItem(msgspec.Struct, frozen=True, kw_only=True):
     # service charges what the total adds to what it already counted (never less than nothing), so a
     # repeated or late report moves nothing. Exclusive with ``used``.
     total: int | None = None
+    # The total is a counter of this many bits that wraps (RADIUS octets without Gigawords): a total
+    # below the counted one by half the range or more has wrapped; by less, it is a late report.
+    total_bits: int | None = None
 
 
 class SessionRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -238,7 +241,7 @@ class ChargingService:
         for item in request.items:
             state = session.it.get(item.item) or wire.ItemState(s=item.service)
             if item.total is not None:
-                item = msgspec.structs.replace(item, used=max(0, item.total - state.off))
+                item = msgspec.structs.replace(item, used=added_by(item.total, state.off, item.total_bits))
             if not plan_name:
                 # cold cache: a placeholder the script answers with the view
                 items.append(_unpriced(item, state, ""))
@@ -603,6 +606,18 @@ def tier_range(rate: Rate, position: int, units: int) -> tuple[int, int]:
     if position + units <= tier_end:
         return tier_start, tier_end - units
     return position, position
+
+
+def added_by(total: int, counted: int, bits: int | None = None) -> int:
+    """What a running ``total`` adds to the ``counted`` units; with ``bits``, the total is a wrapping
+    counter of that width and ``counted`` the full count so far."""
+    if bits is None:
+        return max(0, total - counted)
+    low = counted % (1 << bits)
+    if total >= low:
+        return total - low
+    behind = low - total
+    return (1 << bits) - behind if behind >= 1 << (bits - 1) else 0
 
 
 def _validate(request: SessionRequest) -> None:

@@ -444,6 +444,25 @@ class BalanceStore:
     async def drop_nas_session(self, nas: str, session_id: str) -> None:
         await self._execute("HDEL", self.keys.nas_sessions(nas), session_id)
 
+    # --- closed sessions of clients that report running totals ---------------------------------------
+    async def mark_closed(self, session_id: str, total: int, ttl_s: int) -> None:
+        """Remember the last running total of a session that ended, for ``ttl_s``: a report arriving
+        later is charged only for what it adds."""
+        await self._execute("SET", self.keys.closed_session(session_id), total, "EX", ttl_s)
+
+    async def closed_total(self, session_id: str) -> int | None:
+        value = await self._execute("GET", self.keys.closed_session(session_id))
+        return None if value is None else int(value)
+
+    async def clear_closed(self, session_id: str) -> None:
+        """A new session begins under a reused id."""
+        await self._execute("DEL", self.keys.closed_session(session_id))
+
+    async def session_state(self, account_id: str, session_id: str) -> wire.SessionState | None:
+        """What the store holds for an open (or kept) session: its start, its items' running counts."""
+        raw = await self._execute("HGET", self.keys.account(account_id).account, f"s:{session_id}")
+        return None if raw is None else wire.decode_session_state(raw)
+
     async def notifications(self) -> AsyncIterator[Notification]:
         """Credits and status changes as the scripts publish them (for RAR/ASR and Disconnect).
 

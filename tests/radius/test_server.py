@@ -70,10 +70,13 @@ def radius_settings(coa_port: int, **changes: object) -> RadiusSettings:
 class Nas:
     """A NAS: sends requests to the server's auth/acct ports, and takes Disconnect-Requests on its own."""
 
-    def __init__(self, server: RadiusServer, attrs: Attrs, secret: bytes = SECRET) -> None:
+    def __init__(
+        self, server: RadiusServer, attrs: Attrs, secret: bytes = SECRET, source: str = "127.0.0.1"
+    ) -> None:
         self.server = server
         self.a = attrs
         self.secret = secret
+        self.source = source
         self.identifier = 0
 
     def port(self, kind: str) -> int:
@@ -89,7 +92,7 @@ class Nas:
                     answer.set_result(reply)
 
         transport, _ = await loop.create_datagram_endpoint(
-            Protocol, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", self.port(kind))
+            Protocol, local_addr=(self.source, 0), remote_addr=("127.0.0.1", self.port(kind))
         )
         try:
             transport.sendto(data)
@@ -109,7 +112,7 @@ class Nas:
                 replies.put_nowait(reply)
 
         transport, _ = await loop.create_datagram_endpoint(
-            Protocol, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", self.port(kind))
+            Protocol, local_addr=(self.source, 0), remote_addr=("127.0.0.1", self.port(kind))
         )
         try:
             transport.sendto(data)
@@ -189,13 +192,22 @@ def octets(total: int) -> dict[str, int]:
     return {"acct_input_octets": total & 0xFFFFFFFF, "acct_input_gigawords": total >> 32}
 
 
-@pytest.fixture
-async def store(redis_url: str, key_prefix: str) -> AsyncIterator[BalanceStore]:
+@contextlib.asynccontextmanager
+async def connected_store(redis_url: str, key_prefix: str) -> AsyncIterator[BalanceStore]:
+    """The store the RADIUS tests charge: a 10 MiB default grant for data."""
     s = await BalanceStore.connect(
         RedisSettings(url=redis_url, key_prefix=key_prefix), BalanceSettings(default_grants={"data": GRANT})
     )
-    yield s
-    await s.close()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def store(redis_url: str, key_prefix: str) -> AsyncIterator[BalanceStore]:
+    async with connected_store(redis_url, key_prefix) as s:
+        yield s
 
 
 class DisconnectListener(asyncio.DatagramProtocol):
