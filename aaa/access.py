@@ -58,6 +58,9 @@ async def decide(ctx: RadiusContext, packet: Packet, client: NasClient) -> Decis
     if not name:
         return _reject(ctx, "no User-Name", "no_user_name")
     found = await ctx.charging.store.resolve_identity(IDENTITY_KIND, name)
+    if found is None and "\\" in name and packet.get(a.ms_chap2_response) is not None:
+        # MS-CHAP clients send DOMAIN\user; the challenge hash uses the bare name, and so does the lookup
+        found = await ctx.charging.store.resolve_identity(IDENTITY_KIND, mschap.strip_nt_domain(name))
     if found is None or found[1] is None:
         return _reject(ctx, "unknown user", "unknown_user")
     account_id, password = found[0], found[1]
@@ -123,11 +126,13 @@ def _authorize(
 
 
 def limits(
-    ctx: RadiusContext, client: NasClient, view: AccountView
+    ctx: RadiusContext, client: NasClient, view: AccountView, session_so_far: int = 0
 ) -> tuple[int, list[tuple[int, bytes]]] | None:
     """The units of the access service the account can use now, and what that means in the NAS profile's
     attributes: the prepaid allowance (Session-Timeout or data quota) and the plan's limits. None when the
-    plan cannot rate the service. Used for Access-Accept and for the CoA-Request after a top-up."""
+    plan cannot rate the service. Used for Access-Accept and for the CoA-Request after a top-up: the NAS
+    reads Session-Timeout and data quotas as limits of the whole session, so a running session's are
+    ``session_so_far`` (units used and held) plus what its account affords now."""
     a = ctx.attrs
     account = view.account
     now = ctx.clock()
@@ -143,10 +148,12 @@ def limits(
         return 0, out
     prepaid = account.kind == AccountKind.PREPAID
     profile = ctx.settings.profiles.get(client.profile) or ctx.settings.profiles.get("generic")
+    allowance = session_so_far + affordable
     if prepaid and unit is Unit.SECOND:
-        out.append((a.session_timeout, u32(min(affordable, MAX_SECONDS))))
+        out.append((a.session_timeout, u32(min(allowance, MAX_SECONDS))))
     if prepaid and unit is Unit.BYTE and profile is not None and profile.data_quota:
-        quota = min(affordable, MAX_OCTETS)
+        # without a gigawords attribute the quota stops at 2^32 - 1 (a truncated 0 reads as unlimited)
+        quota = min(allowance, MAX_OCTETS if profile.data_quota_gigawords else 0xFFFFFFFF)
         out.append((ctx.dictionary.key(profile.data_quota), u32(quota & 0xFFFFFFFF)))
         if profile.data_quota_gigawords and quota >> 32:
             out.append((ctx.dictionary.key(profile.data_quota_gigawords), u32(quota >> 32)))

@@ -58,6 +58,8 @@ class Recorded:
     user: str = ""
     framed_ip: bytes | None = None
     closed: bool = False  # the session ended (Stop)
+    total: int = 0  # the running total reported
+    granted: int = 0  # units the session holds beyond it
 
 
 def nas_of(ctx: RadiusContext, packet: Packet, host: str) -> str:
@@ -144,6 +146,8 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
             user=user,
             framed_ip=framed,
             closed=answer is None,
+            total=total,
+            granted=sum(i.granted for i in answer.items) if answer is not None else 0,
         )
 
     item = UsageItem(item=service, service=service, total=total, total_bits=bits)

@@ -25,6 +25,7 @@ from balance.store import Notification, StoreUnavailable, UnknownAccount, cancel
 log = logging.getLogger("occ.radius.control")
 
 STOPPING = frozenset({"suspended", "blocked", "closed"})
+PRUNE_EVERY = 10_000  # accounting packets between sweeps of the session table
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,8 @@ class LiveSession:
     acct_session: str
     user: str
     framed_ip: bytes | None
+    so_far: int = 0  # units reported and held: the base of a CoA's session-long allowance
+    seen_at: float = 0.0  # monotonic time of its latest accounting
 
 
 class SessionControl:
@@ -41,12 +44,24 @@ class SessionControl:
         self.dynauth = dynauth
         self.by_account: dict[str, dict[str, LiveSession]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._seen = 0
 
-    def seen(self, account_id: str, session_id: str, live: LiveSession) -> None:
+    def seen(self, account_id: str, session_id: str, live: LiveSession, stale_s: float = 0.0) -> None:
         sessions = self.by_account.setdefault(account_id, {})
         if session_id not in sessions:
             metrics.SESSIONS.inc()
         sessions[session_id] = live
+        self._seen += 1
+        if stale_s and self._seen % PRUNE_EVERY == 0:
+            self.prune(live.seen_at - stale_s)
+
+    def prune(self, before: float) -> None:
+        """Forget sessions without accounting since ``before`` (their Stop never came; the store's reaper
+        has returned their reservations)."""
+        for account_id in list(self.by_account):
+            for session_id, live in list(self.by_account[account_id].items()):
+                if live.seen_at < before:
+                    self.gone(account_id, session_id)
 
     def gone(self, account_id: str, session_id: str) -> None:
         sessions = self.by_account.get(account_id)
@@ -86,8 +101,9 @@ class SessionControl:
             return
         if notice.kind == "status" and notice.status in STOPPING:
             for session_id, live in sessions.items():
+                client = ctx.clients.lookup(live.nas_host) or live.client  # the secret in force now
                 self.dynauth.disconnect(
-                    live.client, live.nas_host, live.acct_session, live.user, live.framed_ip, notice.status
+                    client, live.nas_host, live.acct_session, live.user, live.framed_ip, notice.status
                 )
                 self.gone(notice.account_id, session_id)
         elif notice.kind == "credit" or (notice.kind == "status" and notice.status == "active"):
@@ -98,10 +114,11 @@ class SessionControl:
                 return
             a = ctx.attrs
             for live in sessions.values():
-                granted = access.limits(ctx, live.client, view)
+                client = ctx.clients.lookup(live.nas_host) or live.client  # the secret in force now
+                granted = access.limits(ctx, client, view, live.so_far)
                 if granted is None or granted[0] <= 0:
                     continue
                 attributes = [(a.acct_session_id, live.acct_session.encode())]
                 if live.user:
                     attributes.append((a.user_name, live.user.encode()))
-                self.dynauth.send(codec.COA_REQUEST, live.client, live.nas_host, [*attributes, *granted[1]])
+                self.dynauth.send(codec.COA_REQUEST, client, live.nas_host, [*attributes, *granted[1]])

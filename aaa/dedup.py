@@ -22,7 +22,8 @@ class DuplicateCache:
     def __init__(self, window_s: float, max_entries: int = 1_000_000) -> None:
         self.window_s = window_s
         self.max_entries = max_entries
-        self._replies: dict[Key, bytes] = {}
+        # key -> (reply, its deadline); an expiry entry only removes the reply it was queued for
+        self._replies: dict[Key, tuple[bytes, float]] = {}
         self._expiry: collections.deque[tuple[float, Key]] = collections.deque()
 
     def __len__(self) -> int:
@@ -31,20 +32,22 @@ class DuplicateCache:
     def check(self, key: Key, now: float) -> tuple[Seen, bytes]:
         """NEW (now marked in progress), IN_PROGRESS, or ANSWERED with the reply to send again."""
         self._expire(now)
-        reply = self._replies.get(key)
-        if reply is None:
+        entry = self._replies.get(key)
+        if entry is None:
             if len(self._replies) >= self.max_entries:
                 return Seen.NEW, b""  # full: serve it, remember nothing
-            self._replies[key] = _PENDING
-            self._expiry.append((now + self.window_s, key))
+            deadline = now + self.window_s
+            self._replies[key] = (_PENDING, deadline)
+            self._expiry.append((deadline, key))
             return Seen.NEW, b""
-        if reply is _PENDING:
+        if entry[0] is _PENDING:
             return Seen.IN_PROGRESS, b""
-        return Seen.ANSWERED, reply
+        return Seen.ANSWERED, entry[0]
 
     def answered(self, key: Key, reply: bytes) -> None:
-        if key in self._replies:
-            self._replies[key] = reply
+        entry = self._replies.get(key)
+        if entry is not None:
+            self._replies[key] = (reply, entry[1])
 
     def forget(self, key: Key) -> None:
         """The request got no reply (e.g. the store was down): its retransmission is worked on again."""
@@ -53,5 +56,7 @@ class DuplicateCache:
     def _expire(self, now: float) -> None:
         expiry = self._expiry
         while expiry and expiry[0][0] <= now:
-            _, key = expiry.popleft()
-            self._replies.pop(key, None)
+            deadline, key = expiry.popleft()
+            entry = self._replies.get(key)
+            if entry is not None and entry[1] == deadline:
+                del self._replies[key]

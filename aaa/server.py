@@ -28,7 +28,7 @@ from aaa.dedup import DuplicateCache, Seen
 from aaa.dictionary import Dictionary, load
 from aaa.dynauth import DynAuthClient
 from aaa.settings import RadiusSettings
-from balance.service import ChargingService
+from balance.service import ChargingService, InvalidRequest
 from balance.store import StoreUnavailable
 
 log = logging.getLogger("occ.radius")
@@ -36,7 +36,7 @@ log = logging.getLogger("occ.radius")
 AUTH, ACCT = "auth", "acct"
 _EXPECTED = {
     AUTH: frozenset({codec.ACCESS_REQUEST, codec.STATUS_SERVER}),
-    ACCT: frozenset({codec.ACCOUNTING_REQUEST}),
+    ACCT: frozenset({codec.ACCOUNTING_REQUEST, codec.STATUS_SERVER}),
 }
 
 
@@ -74,9 +74,26 @@ def build_context(
     )
 
 
-def _grow_receive_buffer(sock: socket.socket | None, size: int) -> None:
+def _bound_socket(address: str, port: int, receive_buffer: int) -> socket.socket:
+    """A UDP socket bound to ``address``: IPv6 ones only for IPv6 (``::`` next to ``0.0.0.0`` on the same
+    port works), with the receive buffer asked for."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        _grow_receive_buffer(sock, receive_buffer)
+        sock.bind((address, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
     """SO_RCVBUFFORCE when the process may (root, CAP_NET_ADMIN), else SO_RCVBUF up to rmem_max."""
-    if sock is None or size <= 0:
+    if size <= 0:
         return
     force = getattr(socket, "SO_RCVBUFFORCE", None)
     if force is not None:
@@ -87,6 +104,32 @@ def _grow_receive_buffer(sock: socket.socket | None, size: int) -> None:
             pass
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+class ReplyTooLarge(Exception):
+    """A reply beyond 4096 octets (e.g. many echoed Proxy-State attributes): dropped, counted."""
+
+
+def _signed(
+    ctx: RadiusContext,
+    code: int,
+    request: codec.Packet,
+    attributes: list[tuple[int, bytes]],
+    client: NasClient,
+    *,
+    message_authenticator: bool = True,
+) -> bytes:
+    try:
+        return codec.sign_response(
+            code,
+            request,
+            attributes,
+            client.secret,
+            ctx.attrs.framing,
+            message_authenticator=message_authenticator,
+        )
+    except ValueError as exc:
+        raise ReplyTooLarge(f"{codec.PACKET_NAMES.get(code, code)} not sent: {exc}") from None
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -122,15 +165,13 @@ class RadiusServer:
         try:
             for address in s.listen:
                 for kind, port in ((AUTH, s.auth_port), (ACCT, s.acct_port)):
-                    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                    sock = _bound_socket(address, port, s.receive_buffer_bytes)
                     transport, _ = await loop.create_datagram_endpoint(
                         lambda kind=kind: _Endpoint(self, kind),  # type: ignore[misc]
-                        local_addr=(address, port),
-                        family=family,
+                        sock=sock,
                     )
                     self._transports.append(transport)
-                    _grow_receive_buffer(transport.get_extra_info("socket"), s.receive_buffer_bytes)
-                    self.ports[(kind, address)] = transport.get_extra_info("sockname")[1]
+                    self.ports[(kind, address)] = sock.getsockname()[1]
             await self.dynauth.start()
         except OSError:
             await self.stop(0)
@@ -187,7 +228,9 @@ class RadiusServer:
             return
         name = codec.PACKET_NAMES[packet.code]
         metrics.requests(name).inc()
-        task = asyncio.get_running_loop().create_task(self._serve(ctx, packet, client, addr, key, transport))
+        task = asyncio.get_running_loop().create_task(
+            self._serve(ctx, packet, client, addr, key, transport, kind)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -199,7 +242,10 @@ class RadiusServer:
         verified = codec.message_authenticator_ok(data, client.secret, framing)
         if verified is False:
             return "bad_authenticator"
-        if verified is None and data[0] == codec.ACCESS_REQUEST and client.require_message_authenticator:
+        if verified is None and (
+            data[0] == codec.STATUS_SERVER  # RFC 5997 §3: always signed
+            or (data[0] == codec.ACCESS_REQUEST and client.require_message_authenticator)
+        ):
             return "missing_message_authenticator"
         return ""
 
@@ -211,16 +257,28 @@ class RadiusServer:
         addr: tuple[str, int],
         key: tuple[str, int, int, int, bytes],
         transport: asyncio.DatagramTransport,
+        kind: str,
     ) -> None:
         started = time.perf_counter()
         name = codec.PACKET_NAMES[packet.code]
         try:
-            reply, outcome = await self._answer(ctx, packet, client, addr[0])
+            reply, outcome = await self._answer(ctx, packet, client, addr[0], kind)
         except StoreUnavailable as exc:
             # nothing recorded, nothing answered: the NAS retransmits, and the retransmission is served
             log.warning("RADIUS %s not served: store unavailable: %s", name, exc)
             self.dedup.forget(key)
             metrics.dropped("store_unavailable").inc()
+            return
+        except InvalidRequest as exc:
+            # e.g. a running total beyond what the store counts exactly: nothing recorded, no reply
+            log.warning("RADIUS %s from %s refused: %s", name, client.name, exc)
+            self.dedup.forget(key)
+            metrics.dropped("invalid_request").inc()
+            return
+        except ReplyTooLarge as exc:
+            log.warning("RADIUS %s from %s: %s", name, client.name, exc)
+            self.dedup.forget(key)
+            metrics.dropped("reply_too_large").inc()
             return
         except Exception:
             log.exception("RADIUS %s from %s failed", name, client.name)
@@ -241,8 +299,17 @@ class RadiusServer:
             if recorded.closed or recorded.cut is not None:
                 control.gone(recorded.account_id, recorded.session_id)
             else:
-                live = LiveSession(client, host, recorded.acct_session, recorded.user, recorded.framed_ip)
-                control.seen(recorded.account_id, recorded.session_id, live)
+                live = LiveSession(
+                    client,
+                    host,
+                    recorded.acct_session,
+                    recorded.user,
+                    recorded.framed_ip,
+                    so_far=recorded.total + recorded.granted,
+                    seen_at=time.monotonic(),
+                )
+                stale_s = self.ctx.settings.interim_interval_s * self.ctx.settings.stale_intervals
+                control.seen(recorded.account_id, recorded.session_id, live, stale_s)
         cut = recorded.cut
         if cut is not None:
             self.dynauth.disconnect(
@@ -250,18 +317,15 @@ class RadiusServer:
             )
 
     async def _answer(
-        self, ctx: RadiusContext, packet: codec.Packet, client: NasClient, host: str
+        self, ctx: RadiusContext, packet: codec.Packet, client: NasClient, host: str, kind: str
     ) -> tuple[bytes, str]:
-        framing = ctx.attrs.framing
-        if packet.code == codec.STATUS_SERVER:  # RFC 5997: alive
-            return codec.sign_response(codec.ACCESS_ACCEPT, packet, [], client.secret, framing), "status"
+        if packet.code == codec.STATUS_SERVER:  # RFC 5997: alive, answered as the port's own reply
+            code = codec.ACCESS_ACCEPT if kind == AUTH else codec.ACCOUNTING_RESPONSE
+            return _signed(ctx, code, packet, [], client), "status"
         if packet.code == codec.ACCESS_REQUEST:
             decision = await access.decide(ctx, packet, client)
-            reply = codec.sign_response(decision.code, packet, decision.attributes, client.secret, framing)
-            return reply, decision.outcome
+            return _signed(ctx, decision.code, packet, decision.attributes, client), decision.outcome
         recorded = await accounting.record(ctx, packet, client, host)
         self._follow(recorded, client, host)
-        reply = codec.sign_response(
-            codec.ACCOUNTING_RESPONSE, packet, [], client.secret, framing, message_authenticator=False
-        )
+        reply = _signed(ctx, codec.ACCOUNTING_RESPONSE, packet, [], client, message_authenticator=False)
         return reply, recorded.outcome

@@ -443,9 +443,10 @@ async def test_a_top_up_pushes_a_coa_with_the_new_quota_and_a_suspension_disconn
         await store.credit("alice", EUR, key="bank-1", reason="topup", now=NOW)
         coa = await asyncio.wait_for(nas_port.received.get(), 5)
         assert coa.code == codec.COA_REQUEST and coa.get(a.acct_session_id) == b"s7"
-        # 1.10 EUR minus the 10 MiB the session holds: 100 MiB more
+        # a session-long limit, as in the Access-Accept: the 10 MiB the session holds plus the 100 MiB the
+        # rest of the 1.10 EUR buys
         quota = nas.server.ctx.dictionary.key("Mikrotik-Total-Limit")
-        assert coa.get(quota) == (100 * MIB).to_bytes(4)
+        assert coa.get(quota) == (110 * MIB).to_bytes(4)
         rate_limit = nas.server.ctx.dictionary.key("Mikrotik-Rate-Limit")
         assert coa.get(rate_limit) == b"10M/10M"
         # a plan change re-authorizes the session with the new plan's limits
@@ -531,3 +532,72 @@ async def test_sockets_get_the_configured_receive_buffer(store: BalanceStore) ->
             sock = transport.get_extra_info("socket")
             got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # Linux reports twice the request
             assert got >= min(4 << 20, rmem_max) * 2 if os.geteuid() else got >= 8 << 20
+
+
+async def test_status_server_is_answered_on_both_ports_only_when_signed(store: BalanceStore) -> None:
+    async with serving(store) as (nas, _):
+        for kind, code in (("auth", codec.ACCESS_ACCEPT), ("acct", codec.ACCOUNTING_RESPONSE)):
+            request = codec.sign_request(codec.STATUS_SERVER, nas.next_id(), [], SECRET, nas.a.framing)
+            reply = await nas.exchange(request, kind)
+            assert reply is not None and reply[0] == code
+            assert codec.response_ok(reply, request[4:20], SECRET)
+            assert codec.message_authenticator_ok(reply, SECRET, nas.a.framing, request[4:20]) is True
+        before = dropped("missing_message_authenticator")
+        unsigned = codec.sign_request(
+            codec.STATUS_SERVER, nas.next_id(), [], SECRET, nas.a.framing, message_authenticator=False
+        )
+        assert await nas.exchange(unsigned, "auth", 0.5) is None  # RFC 5997 §3
+        assert dropped("missing_message_authenticator") == before + 1
+
+
+async def test_requests_that_cannot_be_answered_correctly_are_dropped_and_counted(
+    store: BalanceStore,
+) -> None:
+    await subscriber(store, "alice", 10 * EUR)
+    async with serving(store) as (nas, _):
+        a = nas.a
+        # 4000 octets of Proxy-State to echo: the Access-Accept would pass 4096 octets
+        states = [(a.framing.proxy_state, bytes(250))] * 16
+        before = dropped("reply_too_large")
+        assert await nas.access("alice", password="alice-secret", extra=states) is None
+        assert dropped("reply_too_large") == before + 1
+        # a running total the store cannot count exactly: nothing recorded, nothing acknowledged
+        before = dropped("invalid_request")
+        assert await nas.account(a.status_start, "big")
+        assert not await nas.account(a.status_interim, "big", acct_input_gigawords=1 << 21)
+        assert dropped("invalid_request") == before + 1
+
+
+async def test_mschapv2_users_may_give_their_windows_domain(store: BalanceStore) -> None:
+    await subscriber(store, "alice", 10 * EUR)
+    async with serving(store) as (nas, _):
+        a = nas.a
+        auth_challenge, peer_challenge = os.urandom(16), os.urandom(16)
+        nt = mschap.generate_nt_response(auth_challenge, peer_challenge, "alice", "alice-secret")
+        response = b"\x01\x00" + peer_challenge + bytes(8) + nt
+        extra = [(a.ms_chap_challenge, auth_challenge), (a.ms_chap2_response, response)]
+        reply = await nas.exchange(nas.access_request("CORP\\alice", extra=extra), "auth")
+        assert reply is not None and reply[0] == codec.ACCESS_ACCEPT
+
+
+async def test_a_quota_without_a_gigawords_attribute_stops_at_4_gib(store: BalanceStore) -> None:
+    await subscriber(store, "alice", 100 * EUR)  # 10,000 MiB
+    profiles = {**PROFILES, "mikrotik": ProfileSettings(data_quota="Mikrotik-Total-Limit")}
+    async with serving(store, profiles=profiles) as (nas, _):
+        accept = await nas.access("alice", password="alice-secret")
+        assert accept is not None
+        assert accept.get(nas.server.ctx.dictionary.key("Mikrotik-Total-Limit")) == b"\xff\xff\xff\xff"
+
+
+async def test_ipv6_sockets_are_ipv6_only_so_wildcards_of_both_families_can_share_a_port(
+    store: BalanceStore,
+) -> None:
+    # binding "::" next to "0.0.0.0" needs IPV6_V6ONLY; the tests listen on loopback, so look at the flag
+    async with serving(store, listen=["127.0.0.1", "::1"]) as (nas, _):
+        six = [
+            t.get_extra_info("socket")
+            for t in nas.server._transports
+            if ":" in t.get_extra_info("sockname")[0]
+        ]
+        assert len(six) == 2
+        assert all(s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1 for s in six)
