@@ -19,6 +19,7 @@ there is no reply and the NAS retransmits.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,8 +177,7 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
         if await _late(ctx, request, session_id, total, bits):
             return recorded("late", None)
         await ctx.charging.terminate(request(key, final, create_missing=True))
-    await store.mark_closed(session_id, total, keep)
-    await store.drop_nas_session(nas, session_id)
+    await asyncio.gather(store.mark_closed(session_id, total, keep), store.drop_nas_session(nas, session_id))
     return recorded("stop", None)
 
 
@@ -197,12 +197,13 @@ async def _begin(
     reported (its usage was charged by its reports; its reservation goes back), and the mark of one that
     ended goes away, so the new session counts from zero."""
     store = ctx.charging.store
-    state = await store.session_state(account_id, session_id)
+    state, _ = await asyncio.gather(
+        store.session_state(account_id, session_id), store.clear_closed(session_id)
+    )
     if state is not None and abs(started * 1000 - state.st) > SAME_START_MS:
         service = ctx.settings.service
         ended = UsageItem(item=service, service=service, requested=0)
         await ctx.charging.terminate(request(f"{session_id};reused;{started}", ended))
-    await store.clear_closed(session_id)
 
 
 async def _late(

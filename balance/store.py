@@ -429,8 +429,10 @@ class BalanceStore:
     async def put_nas_session(self, nas: str, session_id: str, value: str, ttl_s: int) -> None:
         """Remember an open session of ``nas``; the index lives ``ttl_s`` past its latest change."""
         key = self.keys.nas_sessions(nas)
-        await self._execute("HSET", key, session_id, value)
-        await self._execute("EXPIRE", key, ttl_s)
+        # one round trip: the link pipelines commands issued together
+        await asyncio.gather(
+            self._execute("HSET", key, session_id, value), self._execute("EXPIRE", key, ttl_s)
+        )
 
     async def nas_sessions(self, nas: str) -> dict[str, str]:
         raw = await self._execute("HGETALL", self.keys.nas_sessions(nas))
