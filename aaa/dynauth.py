@@ -57,9 +57,10 @@ class DynAuthClient:
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Outcome]] = set()
 
-    async def start(self) -> None:
+    async def start(self, addresses: Sequence[str]) -> None:
+        """One socket per address family, on the first of ``addresses`` (the server's own) of each."""
         loop = asyncio.get_running_loop()
-        for address in self._context().settings.listen:
+        for address in addresses:
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             if family in self._sockets:
                 continue

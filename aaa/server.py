@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import time
@@ -72,6 +73,18 @@ def build_context(
         charging=charging,
         clock=clock or (lambda: datetime.now(UTC)),
     )
+
+
+def _ipv6_available(address: str) -> bool:
+    """Whether an IPv6 socket can be bound to ``address`` at all (the address exists on this host)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind((address, 0))
+    except OSError as exc:
+        return exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
+    return True
 
 
 def _bound_socket(address: str, port: int, receive_buffer: int) -> socket.socket:
@@ -164,6 +177,11 @@ class RadiusServer:
         s = self.ctx.settings
         try:
             for address in s.listen:
+                if address in ("::1", "::") and not _ipv6_available(address):
+                    # a host without IPv6 (a container, ipv6.disable=1) still serves its IPv4 addresses;
+                    # any other address that cannot be bound stops the start
+                    log.warning("RADIUS not listening on %s: this host has no IPv6", address)
+                    continue
                 for kind, port in ((AUTH, s.auth_port), (ACCT, s.acct_port)):
                     sock = _bound_socket(address, port, s.receive_buffer_bytes)
                     transport, _ = await loop.create_datagram_endpoint(
@@ -172,7 +190,9 @@ class RadiusServer:
                     )
                     self._transports.append(transport)
                     self.ports[(kind, address)] = sock.getsockname()[1]
-            await self.dynauth.start()
+            if not self._transports:
+                raise OSError(errno.EADDRNOTAVAIL, "none of the listen addresses can be used")
+            await self.dynauth.start([a for a in s.listen if (AUTH, a) in self.ports])
         except OSError:
             await self.stop(0)
             raise

@@ -601,3 +601,17 @@ async def test_ipv6_sockets_are_ipv6_only_so_wildcards_of_both_families_can_shar
         ]
         assert len(six) == 2
         assert all(s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1 for s in six)
+
+
+async def test_a_host_without_ipv6_still_serves_ipv4(
+    store: BalanceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped listen list names ::1; a container without IPv6 must not fail to start over it."""
+    import aaa.server
+
+    monkeypatch.setattr(aaa.server, "_ipv6_available", lambda address: False)
+    await subscriber(store, "alice", 10 * EUR)
+    async with serving(store, listen=["127.0.0.1", "::1"]) as (nas, _):
+        assert sorted(nas.server.ports) == [("acct", "127.0.0.1"), ("auth", "127.0.0.1")]
+        accept = await nas.access("alice", password="alice-secret")
+        assert accept is not None and accept.code == codec.ACCESS_ACCEPT
