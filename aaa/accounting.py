@@ -74,20 +74,25 @@ def nas_of(ctx: RadiusContext, packet: Packet, host: str) -> str:
     return ident or host
 
 
-def _total(ctx: RadiusContext, packet: Packet, unit: Unit | None) -> tuple[int, int | None]:
-    """The running total and, when it is a wrapping 32-bit octet counter (no Gigawords), 32."""
+def _total(ctx: RadiusContext, packet: Packet, unit: Unit | None) -> tuple[int | None, int | None]:
+    """The running total (None when the packet reports none, e.g. a Start) and, when it is a wrapping
+    32-bit octet counter (no Gigawords), 32."""
     a = ctx.attrs
     if unit is Unit.SECOND:
-        return read_u32(packet.get(a.acct_session_time)) or 0, None
+        return read_u32(packet.get(a.acct_session_time)), None
     octets = 0
-    gigawords = False
+    seen = gigawords = False
     for low, high in (
         (a.acct_input_octets, a.acct_input_gigawords),
         (a.acct_output_octets, a.acct_output_gigawords),
     ):
+        count = read_u32(packet.get(low))
         giga = read_u32(packet.get(high))
+        seen = seen or count is not None or giga is not None
         gigawords = gigawords or giga is not None
-        octets += (giga or 0) << 32 | (read_u32(packet.get(low)) or 0)
+        octets += (giga or 0) << 32 | (count or 0)
+    if not seen:
+        return None, None
     return octets, None if gigawords else 32
 
 
@@ -147,7 +152,7 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
             user=user,
             framed_ip=framed,
             closed=answer is None,
-            total=total,
+            total=total or 0,
             granted=sum(i.granted for i in answer.items) if answer is not None else 0,
         )
 
@@ -156,7 +161,8 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
     # an earlier session's answers
     started = int((now - timedelta(seconds=elapsed)).timestamp())
     if status == a.status_start:
-        await _begin(ctx, request, account_id, session_id, started)
+        if not await _begin(ctx, request, account_id, session_id, started):
+            return recorded("late", None)  # a Start retransmitted after its session ended
         answer = await ctx.charging.initiate(request(f"{session_id};start;{started}", item))
         await store.put_nas_session(nas, session_id, f"{account_id}|{user}", keep)
         return recorded("start", answer)
@@ -164,7 +170,7 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
         key = f"{session_id};interim;{started};{total};{elapsed}"
         answer = await ctx.charging.update(request(key, item))
         if answer.result == "UNKNOWN_SESSION":
-            if await _late(ctx, request, session_id, total, bits):
+            if await _late(ctx, request, session_id, total, bits, started):
                 return recorded("late", None)
             # the Start was lost: the session begins here
             answer = await ctx.charging.update(request(key, item, create_missing=True))
@@ -172,18 +178,30 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
         return recorded("interim", answer)
     final = msgspec.structs.replace(item, requested=0)
     key = f"{session_id};stop;{started};{total};{elapsed}"
+    if await _late(ctx, request, session_id, total, bits, started):
+        return recorded("late", None)  # a Stop retransmitted after (or overtaken by) the end
+    # the mark goes first: an Interim the Stop overtook, arriving once the session is gone, is then late
+    await store.mark_closed(session_id, total or 0, started, _mark_ttl(ctx))
     answer = await ctx.charging.terminate(request(key, final))
     if answer.result == "UNKNOWN_SESSION":
-        if await _late(ctx, request, session_id, total, bits):
-            return recorded("late", None)
         await ctx.charging.terminate(request(key, final, create_missing=True))
-    await asyncio.gather(store.mark_closed(session_id, total, keep), store.drop_nas_session(nas, session_id))
+    await store.drop_nas_session(nas, session_id)
     return recorded("stop", None)
 
 
-# A Start this far (ms) from the start of the session open under its id is another session reusing the id
-# (a NAS that restarted); closer, it is the same Start retransmitted.
-SAME_START_MS = 60_000
+# Two starts of sessions under one Acct-Session-Id this close (ms) are the same session (a retransmitted
+# Start, reports computing its start from Acct-Session-Time); further apart, the id was reused.
+SAME_START_MS = 120_000
+
+
+def _same_start(started: int, other: int) -> bool:
+    return abs(started - other) * 1000 <= SAME_START_MS
+
+
+def _mark_ttl(ctx: RadiusContext) -> int:
+    """Closed-session marks outlive the idempotency keys, so no retransmission outruns both."""
+    settings = ctx.charging.settings
+    return max(settings.session_keep_s, settings.idempotency_ttl_s)
 
 
 async def _begin(
@@ -192,40 +210,53 @@ async def _begin(
     account_id: str,
     session_id: str,
     started: int,
-) -> None:
-    """Before a Start: a session still open under the id that began at another time ends at what it
-    reported (its usage was charged by its reports; its reservation goes back), and the mark of one that
-    ended goes away, so the new session counts from zero."""
+) -> bool:
+    """Before a Start; False when it is a retransmission of a session that already ended (nothing to do).
+    Otherwise a session still open under the id that began at another time ends at what it reported (its
+    usage was charged by its reports; its reservation goes back), and the mark of one that ended goes
+    away, so the new session counts from zero."""
     store = ctx.charging.store
-    state, _ = await asyncio.gather(
-        store.session_state(account_id, session_id), store.clear_closed(session_id)
+    state, closed = await asyncio.gather(
+        store.session_state(account_id, session_id), store.closed_total(session_id)
     )
-    if state is not None and abs(started * 1000 - state.st) > SAME_START_MS:
+    if closed is not None:
+        if _same_start(started, closed[1]):
+            return False
+        await store.clear_closed(session_id)
+    if state is not None and not _same_start(started, state.st // 1000):
         service = ctx.settings.service
         ended = UsageItem(item=service, service=service, requested=0)
         await ctx.charging.terminate(request(f"{session_id};reused;{started}", ended))
+    return True
 
 
 async def _late(
     ctx: RadiusContext,
     request: Callable[..., SessionRequest],
     session_id: str,
-    total: int,
+    total: int | None,
     bits: int | None,
+    started: int,
 ) -> bool:
-    """A report for a session that already ended (a reordered Interim, a Stop buffered across the NAS's
-    restart): charge only what its total adds to the last one, reserve nothing. False when the session
-    never ended here."""
+    """A report of a session that already ended (a reordered Interim, a Stop retransmitted or buffered
+    across the NAS's restart): charge only what its total adds to the last one, reserve nothing. False
+    when no session under the id ended here, or when the one that did began at another time (the id was
+    reused and this report's Start was lost: it is a new session)."""
     store = ctx.charging.store
     closed = await store.closed_total(session_id)
     if closed is None:
         return False
-    added = added_by(total, closed, bits)
+    last, began = closed
+    if not _same_start(started, began):
+        await store.clear_closed(session_id)
+        return False
+    added = added_by(total, last, bits) if total is not None else 0
     if added:
         service = ctx.settings.service
         late = UsageItem(item=service, service=service, used=added, requested=0)
-        await ctx.charging.terminate(request(f"{session_id};late;{total}", late, create_missing=True))
-        await store.mark_closed(session_id, total, ctx.charging.settings.session_keep_s)
+        key = f"{session_id};late;{began};{total}"
+        await ctx.charging.terminate(request(key, late, create_missing=True))
+        await store.mark_closed(session_id, total or 0, began, _mark_ttl(ctx))
     return True
 
 
@@ -248,22 +279,21 @@ async def close_nas_sessions(ctx: RadiusContext, nas: str) -> int:
     store = ctx.charging.store
     sessions = await store.nas_sessions(nas)
     service = ctx.settings.service
-    keep = ctx.charging.settings.session_keep_s
     now = ctx.clock()
     for session_id, value in sessions.items():
         account_id = value.split("|", 1)[0]
         state = await store.session_state(account_id, session_id)
         counted = state.it[service].off if state is not None and service in state.it else None
+        if state is not None and counted is not None:
+            await store.mark_closed(session_id, counted, state.st // 1000, _mark_ttl(ctx))
         await ctx.charging.terminate(
             SessionRequest(
                 account_id=account_id,
                 session_id=session_id,
-                key=f"{session_id};nas-restart;{int(now.timestamp())}",
+                key=f"{session_id};nas-restart;{state.st if state is not None else 0};{counted}",
                 items=(UsageItem(item=service, service=service, requested=0),),
                 now=now,
             )
         )
-        if counted is not None:
-            await store.mark_closed(session_id, counted, keep)
         await store.drop_nas_session(nas, session_id)
     return len(sessions)

@@ -65,8 +65,9 @@ class UsageItem(msgspec.Struct, frozen=True, kw_only=True):
     # service charges what the total adds to what it already counted (never less than nothing), so a
     # repeated or late report moves nothing. Exclusive with ``used``.
     total: int | None = None
-    # The total is a counter of this many bits that wraps (RADIUS octets without Gigawords): a total
-    # below the counted one by half the range or more has wrapped; by less, it is a late report.
+    # The total is a counter of this many bits that wraps (RADIUS octets without Gigawords): it moved
+    # forward by (total - counted) mod 2**bits when that is at most half the range, else the report is
+    # late (serial-number arithmetic, RFC 1982).
     total_bits: int | None = None
 
 
@@ -613,11 +614,8 @@ def added_by(total: int, counted: int, bits: int | None = None) -> int:
     counter of that width and ``counted`` the full count so far."""
     if bits is None:
         return max(0, total - counted)
-    low = counted % (1 << bits)
-    if total >= low:
-        return total - low
-    behind = low - total
-    return (1 << bits) - behind if behind >= 1 << (bits - 1) else 0
+    forward = (total - counted) % (1 << bits)
+    return forward if forward <= 1 << (bits - 1) else 0
 
 
 def _validate(request: SessionRequest) -> None:

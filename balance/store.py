@@ -447,14 +447,18 @@ class BalanceStore:
         await self._execute("HDEL", self.keys.nas_sessions(nas), session_id)
 
     # --- closed sessions of clients that report running totals ---------------------------------------
-    async def mark_closed(self, session_id: str, total: int, ttl_s: int) -> None:
-        """Remember the last running total of a session that ended, for ``ttl_s``: a report arriving
-        later is charged only for what it adds."""
-        await self._execute("SET", self.keys.closed_session(session_id), total, "EX", ttl_s)
+    async def mark_closed(self, session_id: str, total: int, started: int, ttl_s: int) -> None:
+        """Remember the last running total of a session that ended, and when it started (Unix seconds),
+        for ``ttl_s``: a report of it arriving later is charged only for what it adds."""
+        await self._execute("SET", self.keys.closed_session(session_id), f"{total}|{started}", "EX", ttl_s)
 
-    async def closed_total(self, session_id: str) -> int | None:
+    async def closed_total(self, session_id: str) -> tuple[int, int] | None:
+        """(last total, start) of a session that ended, or None."""
         value = await self._execute("GET", self.keys.closed_session(session_id))
-        return None if value is None else int(value)
+        if value is None:
+            return None
+        total, _, started = value.decode().partition("|")
+        return int(total), int(started or 0)
 
     async def clear_closed(self, session_id: str) -> None:
         """A new session begins under a reused id."""

@@ -4,6 +4,7 @@ Gigawords, sessions whose Start was lost, and clients naming each other's NAS.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -46,11 +47,21 @@ async def test_reports_after_the_session_ended_charge_only_what_they_add(store: 
         assert await spent(store, "alice", OPENING) == (30 * PER_MIB, 0)
 
         # the NAS restarts (Accounting-On) and then sends a Stop it had buffered: only its extra 5 MiB count
-        assert await nas.account(a.status_start, "s2")
-        assert await nas.account(a.status_interim, "s2", **octets(100 * MIB), acct_session_time=60)
+        # (the clock is fixed: Acct-Delay-Time places the packets of a session 70 s long)
+        assert await nas.account(a.status_start, "s2", acct_delay_time=300)
+        assert await nas.account(
+            a.status_interim, "s2", **octets(100 * MIB), acct_session_time=60, acct_delay_time=240
+        )
         assert await nas.account(a.status_accounting_on, "")
         assert await spent(store, "alice", OPENING) == (130 * PER_MIB, 0)
-        assert await nas.account(a.status_stop, "s2", **octets(105 * MIB), acct_session_time=70)
+        assert await nas.account(
+            a.status_stop, "s2", **octets(105 * MIB), acct_session_time=70, acct_delay_time=230
+        )
+        # retransmitted with a new Acct-Delay-Time, and a Start retransmitted after the end: nothing more
+        assert await nas.account(
+            a.status_stop, "s2", **octets(105 * MIB), acct_session_time=70, acct_delay_time=233
+        )
+        assert await nas.account(a.status_start, "s2", acct_delay_time=298)
         assert await spent(store, "alice", OPENING) == (135 * PER_MIB, 0)
 
 
@@ -82,16 +93,51 @@ async def test_a_reused_acct_session_id_is_a_new_session(store: BalanceStore) ->
         assert await spent(store, "alice", OPENING) == ((80 + 60 + 20) * PER_MIB, 0)
 
 
+async def test_a_reused_id_whose_start_was_lost_is_still_a_new_session(store: BalanceStore) -> None:
+    await subscriber(store, "alice", OPENING)
+    async with serving(store) as (nas, _):
+        a = nas.a
+        assert await nas.account(a.status_start, "r", acct_delay_time=900)
+        assert await nas.account(
+            a.status_stop, "r", **octets(30 * MIB), acct_session_time=60, acct_delay_time=840
+        )
+        # fourteen minutes later the id comes back, its Start lost: the reports are a new session's
+        assert await nas.account(a.status_interim, "r", **octets(5 * MIB), acct_session_time=60)
+        assert await nas.account(a.status_stop, "r", **octets(10 * MIB), acct_session_time=70)
+        assert await spent(store, "alice", OPENING) == (40 * PER_MIB, 0)
+
+
+async def test_a_stop_overtaking_its_interim_charges_once_and_holds_nothing(store: BalanceStore) -> None:
+    await subscriber(store, "alice", OPENING)
+    async with serving(store) as (nas, _):
+        a = nas.a
+        sessions = [f"race{n}" for n in range(10)]
+        for sid in sessions:
+            assert await nas.account(a.status_start, sid, acct_delay_time=120)
+        interims = [
+            nas.account(a.status_interim, sid, **octets(10 * MIB), acct_session_time=60, acct_delay_time=60)
+            for sid in sessions
+        ]
+        stops = [
+            nas.account(a.status_stop, sid, **octets(20 * MIB), acct_session_time=120) for sid in sessions
+        ]
+        assert all(await asyncio.gather(*stops, *interims))
+        assert await spent(store, "alice", OPENING) == (10 * 20 * PER_MIB, 0)
+
+
 async def test_octet_counters_wrapping_without_gigawords_are_followed(store: BalanceStore) -> None:
     await subscriber(store, "alice", 100 * EUR)
     async with serving(store) as (nas, _):
         a = nas.a
         assert await nas.account(a.status_start, "w")
+        assert await nas.account(a.status_interim, "w", acct_input_octets=2000 * MIB, acct_session_time=150)
         assert await nas.account(a.status_interim, "w", acct_input_octets=4000 * MIB, acct_session_time=300)
         # past 2^32 the 32-bit counter starts again: 4000 MiB -> 100 MiB is 196 MiB more, not a late report
         assert await nas.account(a.status_interim, "w", acct_input_octets=100 * MIB, acct_session_time=600)
-        assert await nas.account(a.status_stop, "w", acct_input_octets=3000 * MIB, acct_session_time=900)
-        assert await spent(store, "alice", 100 * EUR) == ((4096 + 3000) * PER_MIB, 0)
+        # ... and a report from before the wrap, overtaken, is late (not 3950 MiB more)
+        assert await nas.account(a.status_interim, "w", acct_input_octets=4050 * MIB, acct_session_time=450)
+        assert await nas.account(a.status_stop, "w", acct_input_octets=2000 * MIB, acct_session_time=900)
+        assert await spent(store, "alice", 100 * EUR) == ((4096 + 2000) * PER_MIB, 0)
 
 
 async def test_accounting_on_closes_sessions_started_by_an_interim_and_only_of_its_own_client(
@@ -121,8 +167,9 @@ async def test_accounting_on_closes_sessions_started_by_an_interim_and_only_of_i
         (5, 10, None, 0),  # a late report
         (100, 4000, 12, 196),  # a 12-bit counter wrapped (4096 + 100 - 4000)
         (3990, 4000, 12, 0),  # 10 behind: late, not a wrap
+        (4050, 4096 + 100, 12, 0),  # from before the wrap: late, not 3950 more
         (4000, 4000 + (1 << 32), 32, 0),  # counted past a wrap, the counter did not move since
-        ((1 << 31) + 10, 10, 32, 1 << 31),  # a big step forward stays a step forward
+        ((1 << 31) + 10, 10, 32, 1 << 31),  # half the range forward is still forward
     ],
 )
 def test_what_a_running_total_adds(total: int, counted: int, bits: int | None, added: int) -> None:
