@@ -122,7 +122,7 @@ class DynAuthClient:
         if client.coa_port == 0 or protocol is None or protocol.transport is None:
             metrics.dynauth(kind, "not_sent").inc()
             return Outcome("not_sent")
-        identifier = self._free_identifier(host)
+        identifier = await self._identifier(host, ctx.settings.coa_timeout_s * 2**ctx.settings.coa_retries)
         if identifier is None:
             metrics.dynauth(kind, "not_sent").inc()
             return Outcome("not_sent")
@@ -155,6 +155,15 @@ class DynAuthClient:
         metrics.dynauth(kind, "nak").inc()
         log.info("%s to %s refused: Error-Cause %s", kind, host, cause)
         return Outcome("nak", cause)
+
+    async def _identifier(self, host: str, wait_s: float) -> int | None:
+        """A free Identifier towards ``host``; with all 256 in flight, wait (bounded) for one to free."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            identifier = self._free_identifier(host)
+            if identifier is not None or asyncio.get_running_loop().time() >= deadline:
+                return identifier
+            await asyncio.sleep(0.05)
 
     def _free_identifier(self, host: str) -> int | None:
         for _ in range(256):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import socket
@@ -615,3 +616,22 @@ async def test_a_host_without_ipv6_still_serves_ipv4(
         assert sorted(nas.server.ports) == [("acct", "127.0.0.1"), ("auth", "127.0.0.1")]
         accept = await nas.access("alice", password="alice-secret")
         assert accept is not None and accept.code == codec.ACCESS_ACCEPT
+
+
+async def test_more_than_256_disconnects_to_one_nas_wait_for_an_identifier(store: BalanceStore) -> None:
+    """The Identifier is one octet: request 257 waits for one of the first 256 to end, it is not lost."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a NAS that never answers
+    silent.bind(("127.0.0.1", 0))
+    try:
+        async with serving(store, coa_timeout_s=0.2, coa_retries=0) as (nas, _):
+            client = dataclasses.replace(
+                nas.server.ctx.clients.lookup("127.0.0.1"), coa_port=silent.getsockname()[1]
+            )
+            sent = [
+                nas.server.dynauth.disconnect(client, "127.0.0.1", f"s{n}", "alice", None, "test")
+                for n in range(300)
+            ]
+            outcomes = await asyncio.wait_for(asyncio.gather(*sent), 5)
+            assert {o.outcome for o in outcomes} == {"timeout"}
+    finally:
+        silent.close()
