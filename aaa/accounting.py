@@ -163,8 +163,11 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
     if status == a.status_start:
         if not await _begin(ctx, request, account_id, session_id, started):
             return recorded("late", None)  # a Start retransmitted after its session ended
-        answer = await ctx.charging.initiate(request(f"{session_id};start;{started}", item))
-        await store.put_nas_session(nas, session_id, f"{account_id}|{user}", keep)
+        # the NAS index is no money: written alongside (an entry whose session never began is harmless)
+        answer, _ = await asyncio.gather(
+            ctx.charging.initiate(request(f"{session_id};start;{started}", item)),
+            store.put_nas_session(nas, session_id, f"{account_id}|{user}", keep),
+        )
         return recorded("start", answer)
     if status == a.status_interim:
         key = f"{session_id};interim;{started};{total};{elapsed}"
@@ -182,10 +185,11 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
         return recorded("late", None)  # a Stop retransmitted after (or overtaken by) the end
     # the mark goes first: an Interim the Stop overtook, arriving once the session is gone, is then late
     await store.mark_closed(session_id, total or 0, started, _mark_ttl(ctx))
-    answer = await ctx.charging.terminate(request(key, final))
+    answer, _ = await asyncio.gather(
+        ctx.charging.terminate(request(key, final)), store.drop_nas_session(nas, session_id)
+    )
     if answer.result == "UNKNOWN_SESSION":
         await ctx.charging.terminate(request(key, final, create_missing=True))
-    await store.drop_nas_session(nas, session_id)
     return recorded("stop", None)
 
 
