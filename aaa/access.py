@@ -57,8 +57,9 @@ async def decide(ctx: RadiusContext, packet: Packet, client: NasClient) -> Decis
     name = read_text(packet.get(a.user_name))
     if not name:
         return _reject(ctx, "no User-Name", "no_user_name")
+    ms_response = packet.get(a.ms_chap2_response)
     found = await ctx.charging.store.resolve_identity(IDENTITY_KIND, name)
-    if found is None and "\\" in name and packet.get(a.ms_chap2_response) is not None:
+    if found is None and "\\" in name and ms_response is not None:
         # MS-CHAP clients send DOMAIN\user; the challenge hash uses the bare name, and so does the lookup
         found = await ctx.charging.store.resolve_identity(IDENTITY_KIND, mschap.strip_nt_domain(name))
     if found is None or found[1] is None:
@@ -67,7 +68,6 @@ async def decide(ctx: RadiusContext, packet: Packet, client: NasClient) -> Decis
     extra: list[tuple[int, bytes]] = []
     hidden = packet.get(a.user_password)
     chap = packet.get(a.chap_password)
-    ms_response = packet.get(a.ms_chap2_response)
     ms_challenge = packet.get(a.ms_chap_challenge)
     if hidden is not None:
         revealed = codec.reveal_password(hidden, client.secret, packet.authenticator)
@@ -168,7 +168,8 @@ def limits(
             for name, template in profile.reply.items():
                 text = template.format_map(fields)
                 if text:
-                    out.append((ctx.dictionary.key(name), encode_value(ctx.attribute(name), text)))
+                    definition = ctx.attribute(name)
+                    out.append((definition.key, encode_value(definition, text)))
     return affordable, out
 
 

@@ -125,9 +125,11 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
     service = ctx.settings.service
     total, bits = _total(ctx, packet, ctx.charging.catalog.unit_of(service))
     elapsed = read_u32(packet.get(a.acct_session_time)) or 0
+    began_at = now - timedelta(seconds=elapsed)
+    owner = f"{account_id}|{user}"
     session_id = f"{SESSION_PREFIX}:{nas}:{acct_session}"
     framed = packet.get(a.framed_ip_address)
-    ttl = ctx.settings.interim_interval_s * ctx.settings.stale_intervals
+    ttl = ctx.settings.stale_s
 
     def request(key: str, item: UsageItem, *, create_missing: bool = False) -> SessionRequest:
         return SessionRequest(
@@ -136,7 +138,7 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
             key=key,
             items=(item,),
             now=now,
-            started=now - timedelta(seconds=elapsed),
+            started=began_at,
             create_missing=create_missing,
             ttl_s=ttl,
         )
@@ -159,14 +161,14 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
     item = UsageItem(item=service, service=service, total=total, total_bits=bits)
     # the session's start (to the second): part of every key, so a reused Acct-Session-Id never replays
     # an earlier session's answers
-    started = int((now - timedelta(seconds=elapsed)).timestamp())
+    started = int(began_at.timestamp())
     if status == a.status_start:
         if not await _begin(ctx, request, account_id, session_id, started):
             return recorded("late", None)  # a Start retransmitted after its session ended
         # the NAS index is no money: written alongside (an entry whose session never began is harmless)
         answer, _ = await asyncio.gather(
             ctx.charging.initiate(request(f"{session_id};start;{started}", item)),
-            store.put_nas_session(nas, session_id, f"{account_id}|{user}", keep),
+            store.put_nas_session(nas, session_id, owner, keep),
         )
         return recorded("start", answer)
     if status == a.status_interim:
@@ -177,7 +179,7 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
                 return recorded("late", None)
             # the Start was lost: the session begins here
             answer = await ctx.charging.update(request(key, item, create_missing=True))
-            await store.put_nas_session(nas, session_id, f"{account_id}|{user}", keep)
+            await store.put_nas_session(nas, session_id, owner, keep)
         return recorded("interim", answer)
     final = msgspec.structs.replace(item, requested=0)
     key = f"{session_id};stop;{started};{total};{elapsed}"

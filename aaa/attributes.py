@@ -28,9 +28,7 @@ class Attrs:
     class_: int
     session_timeout: int
     idle_timeout: int
-    calling_station_id: int
     error_cause: int
-    event_timestamp: int
     acct_status_type: int
     acct_delay_time: int
     acct_input_octets: int
@@ -65,7 +63,6 @@ def resolve(d: Dictionary) -> Attrs:
             vendor_specific=k("Vendor-Specific"),
             message_authenticator=k("Message-Authenticator"),
             proxy_state=k("Proxy-State"),
-            user_password=k("User-Password"),
         ),
         user_name=k("User-Name"),
         user_password=k("User-Password"),
@@ -80,9 +77,7 @@ def resolve(d: Dictionary) -> Attrs:
         class_=k("Class"),
         session_timeout=k("Session-Timeout"),
         idle_timeout=k("Idle-Timeout"),
-        calling_station_id=k("Calling-Station-Id"),
         error_cause=k("Error-Cause"),
-        event_timestamp=k("Event-Timestamp"),
         acct_status_type=k("Acct-Status-Type"),
         acct_delay_time=k("Acct-Delay-Time"),
         acct_input_octets=k("Acct-Input-Octets"),

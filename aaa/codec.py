@@ -78,7 +78,6 @@ class Framing:
     vendor_specific: int
     message_authenticator: int
     proxy_state: int
-    user_password: int
 
 
 class Packet(msgspec.Struct, frozen=True, gc=False):
@@ -191,7 +190,11 @@ def request_digest_ok(data: bytes, secret: bytes) -> bool:
     return hmac.compare_digest(request_digest(data[:length], secret), data[4:HEADER])
 
 
-def _ma_offset(data: bytes, length: int, ma: int) -> int:
+def packet_name(code: int) -> str:
+    return PACKET_NAMES.get(code, str(code))
+
+
+def message_authenticator_offset(data: bytes | bytearray, length: int, ma: int) -> int:
     """Offset of the first Message-Authenticator's value, -1 when there is none."""
     pos = HEADER
     while pos + 2 <= length:
@@ -210,7 +213,7 @@ def message_authenticator_ok(
     """None: no Message-Authenticator; else whether it is right. ``vector``: the authenticator the HMAC is
     computed with (default: the packet's own, or zeros for digest requests)."""
     length = int.from_bytes(data[2:4])
-    at = _ma_offset(data, length, framing.message_authenticator)
+    at = message_authenticator_offset(data, length, framing.message_authenticator)
     if at == -1:
         return None
     if at < 0:
@@ -283,21 +286,27 @@ def response_ok(data: bytes, request_authenticator: bytes, secret: bytes) -> boo
 # ---- hidden values -----------------------------------------------------------------------------------
 
 
+def md5_chain(secret: bytes, first: bytes, data: bytes, *, encrypt: bool) -> bytes:
+    """XOR 16-octet blocks with MD5(secret + previous ciphertext block), seeded by ``first``: the hiding of
+    User-Password (RFC 2865 §5.2) and of MS-MPPE keys (RFC 2548 §2.4.2)."""
+    out = bytearray()
+    previous = first
+    for i in range(0, len(data), 16):
+        block = data[i : i + 16]
+        mask = hashlib.md5(secret + previous).digest()
+        result = bytes(a ^ b for a, b in zip(block, mask, strict=True))
+        out += result
+        previous = result if encrypt else block
+    return bytes(out)
+
+
 def hide_password(password: bytes, secret: bytes, authenticator: bytes) -> bytes:
     """User-Password on the wire (RFC 2865 §5.2): padded to 16-octet blocks, each XORed with
     MD5(secret + previous cipher block, the authenticator for the first)."""
     if len(password) > 128:
         raise ValueError("a User-Password holds at most 128 octets")
     padding = -len(password) % 16 if password else 16
-    padded = password + bytes(padding)
-    out = bytearray()
-    previous = authenticator
-    for i in range(0, len(padded), 16):
-        pad = hashlib.md5(secret + previous).digest()
-        block = bytes(a ^ b for a, b in zip(padded[i : i + 16], pad, strict=True))
-        out += block
-        previous = block
-    return bytes(out)
+    return md5_chain(secret, authenticator, password + bytes(padding), encrypt=True)
 
 
 def reveal_password(hidden: bytes, secret: bytes, authenticator: bytes) -> bytes | None:
@@ -305,14 +314,7 @@ def reveal_password(hidden: bytes, secret: bytes, authenticator: bytes) -> bytes
     in whole blocks."""
     if not hidden or len(hidden) % 16 or len(hidden) > 128:
         return None
-    out = bytearray()
-    previous = authenticator
-    for i in range(0, len(hidden), 16):
-        block = hidden[i : i + 16]
-        pad = hashlib.md5(secret + previous).digest()
-        out += bytes(a ^ b for a, b in zip(block, pad, strict=True))
-        previous = block
-    return bytes(out).rstrip(b"\x00")
+    return md5_chain(secret, authenticator, hidden, encrypt=False).rstrip(b"\x00")
 
 
 def chap_ok(chap_password: bytes, challenge: bytes, password: bytes) -> bool:

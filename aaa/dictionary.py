@@ -1,5 +1,5 @@
 """RADIUS dictionaries in FreeRADIUS format, read with pyrad's parser, as the lookup tables the codec and the
-server use: attribute name -> (vendor, type, data type) and back, and named values.
+server use: attribute name -> (vendor, type, data type), and named values.
 
 Attributes are addressed by one integer *key*: the attribute type for standard attributes, ``vendor << 8 |
 type`` for vendor-specific ones (every vendor file in ``config/dictionaries`` uses one-byte vendor types).
@@ -42,8 +42,6 @@ class AttributeDef:
 class Dictionary:
     path: str
     by_name: Mapping[str, AttributeDef]
-    by_key: Mapping[int, AttributeDef]
-    vendors: Mapping[str, int]
 
     def attribute(self, name: str) -> AttributeDef:
         found = self.by_name.get(name)
@@ -60,13 +58,6 @@ class Dictionary:
             raise DictionaryError(f"{self.path}: attribute {attribute!r} has no value {name!r}")
         return found
 
-    def name_of(self, key: int) -> str:
-        """The attribute's name, or ``Attr-<vendor>-<type>`` for one the dictionaries do not define."""
-        found = self.by_key.get(key)
-        if found is not None:
-            return found.name
-        return f"Attr-{key >> 8}-{key & 0xFF}" if key > 0xFF else f"Attr-{key}"
-
 
 def load(path: str | Path) -> Dictionary:
     """Parse ``path`` (with its ``$INCLUDE``s); DictionaryError names the file and line on a bad file."""
@@ -80,7 +71,6 @@ def load(path: str | Path) -> Dictionary:
         raise DictionaryError(f"{text}: {exc.strerror or exc}") from None
     vendors = {str(name): int(parsed.vendors.GetForward(name)) for name in parsed.vendors.forward}
     by_name: dict[str, AttributeDef] = {}
-    by_key: dict[int, AttributeDef] = {}
     for name, attribute in parsed.attributes.items():
         vendor = vendors.get(attribute.vendor, 0) if attribute.vendor else 0
         code = attribute.code
@@ -101,5 +91,4 @@ def load(path: str | Path) -> Dictionary:
             values=values,
         )
         by_name[definition.name] = definition
-        by_key.setdefault(definition.key, definition)
-    return Dictionary(path=text, by_name=by_name, by_key=by_key, vendors=vendors)
+    return Dictionary(path=text, by_name=by_name)

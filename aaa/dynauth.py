@@ -53,7 +53,7 @@ class DynAuthClient:
     def __init__(self, context: Callable[[], RadiusContext]) -> None:
         self._context = context
         self._sockets: dict[int, _Socket] = {}
-        self._pending: dict[tuple[str, int], tuple[bytes, asyncio.Future[bytes]]] = {}
+        self._pending: dict[tuple[str, int], tuple[bytes, asyncio.Future[codec.Packet]]] = {}
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Outcome]] = set()
 
@@ -127,7 +127,7 @@ class DynAuthClient:
             metrics.dynauth(kind, "not_sent").inc()
             return Outcome("not_sent")
         packet = codec.sign_request(code, identifier, attributes, client.secret, ctx.attrs.framing)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[codec.Packet] = asyncio.get_running_loop().create_future()
         self._pending[(host, identifier)] = (packet[4:20], future)
         timeout = ctx.settings.coa_timeout_s
         try:
@@ -138,16 +138,15 @@ class DynAuthClient:
                     reply = await asyncio.wait_for(asyncio.shield(future), timeout * 2**attempt)
                 except TimeoutError:
                     continue
-                return self._settle(kind, reply, host, identifier)
+                return self._settle(kind, reply, host)
         finally:
             self._pending.pop((host, identifier), None)
         metrics.dynauth(kind, "timeout").inc()
         log.warning("%s to %s: no answer after %d tries", kind, client.name, ctx.settings.coa_retries + 1)
         return Outcome("timeout")
 
-    def _settle(self, kind: str, reply: bytes, host: str, identifier: int) -> Outcome:
+    def _settle(self, kind: str, packet: codec.Packet, host: str) -> Outcome:
         ctx = self._context()
-        packet = codec.decode(reply, ctx.attrs.framing)
         if packet.code in ACKS:
             metrics.dynauth(kind, "ack").inc()
             return Outcome("ack")
@@ -185,14 +184,14 @@ class DynAuthClient:
         client = ctx.clients.lookup(host)
         if client is None or future.done():
             return
+        framing = ctx.attrs.framing
         try:
-            codec.decode(data, ctx.attrs.framing)
+            packet = codec.decode(data, framing)
         except codec.DecodeError:
             metrics.dropped("malformed").inc()
             return
-        framing = ctx.attrs.framing
         signed = codec.message_authenticator_ok(data, client.secret, framing, request_authenticator)
         if not codec.response_ok(data, request_authenticator, client.secret) or signed is False:
             metrics.dropped("bad_authenticator").inc()
             return
-        future.set_result(data)
+        future.set_result(packet)

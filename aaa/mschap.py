@@ -29,6 +29,8 @@ from typing import overload
 from Crypto.Cipher import DES
 from Crypto.Hash import MD4
 
+from aaa.codec import md5_chain
+
 CHALLENGE_LENGTH = 16
 RESPONSE_LENGTH = 50  # Ident(1) Flags(1) Peer-Challenge(16) Reserved(8) NT-Response(24)
 NT_RESPONSE_LENGTH = 24
@@ -143,7 +145,7 @@ def encrypt_mppe_key(secret: bytes, request_authenticator: bytes, key: bytes, sa
         raise ValueError(f"an MS-MPPE key must be 1 to 239 octets, not {len(key)}")
     plain = bytes([len(key)]) + key
     plain += bytes(-len(plain) % 16)
-    return salt + _md5_chain(secret, request_authenticator + salt, plain, encrypt=True)
+    return salt + md5_chain(secret, request_authenticator + salt, plain, encrypt=True)
 
 
 def decrypt_mppe_key(secret: bytes, request_authenticator: bytes, value: bytes) -> bytes:
@@ -157,7 +159,7 @@ def decrypt_mppe_key(secret: bytes, request_authenticator: bytes, value: bytes) 
     salt = value[:2]
     if not salt[0] & 0x80:
         raise ValueError("MS-MPPE key salt without its high bit (RFC 2548 §2.4.2)")
-    plain = _md5_chain(secret, request_authenticator + salt, value[2:], encrypt=False)
+    plain = md5_chain(secret, request_authenticator + salt, value[2:], encrypt=False)
     if not 0 < plain[0] <= len(plain) - 1:
         raise ValueError("MS-MPPE key length octet does not fit the value (wrong secret?)")
     return plain[1 : 1 + plain[0]]
@@ -266,19 +268,6 @@ def _des_key(key7: bytes) -> bytes:
 def _des_encrypt(clear: bytes, key7: bytes) -> bytes:
     """DES-ECB of one 8-octet block under a 7-octet key (RFC 2759 §8.6 DesEncrypt)."""
     return DES.new(_des_key(key7), DES.MODE_ECB).encrypt(clear)
-
-
-def _md5_chain(secret: bytes, first: bytes, data: bytes, *, encrypt: bool) -> bytes:
-    """XOR with MD5(secret + previous ciphertext block), seeded by ``first`` (RFC 2548 §2.4.2)."""
-    out = bytearray()
-    previous = first
-    for i in range(0, len(data), 16):
-        block = data[i : i + 16]
-        mask = hashlib.md5(secret + previous).digest()
-        result = bytes(a ^ b for a, b in zip(block, mask, strict=True))
-        out += result
-        previous = result if encrypt else block
-    return bytes(out)
 
 
 def _encode_key_pair(

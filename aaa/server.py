@@ -142,7 +142,7 @@ def _signed(
             message_authenticator=message_authenticator,
         )
     except ValueError as exc:
-        raise ReplyTooLarge(f"{codec.PACKET_NAMES.get(code, code)} not sent: {exc}") from None
+        raise ReplyTooLarge(f"{codec.packet_name(code)} not sent: {exc}") from None
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -230,7 +230,7 @@ class RadiusServer:
         seen, reply = self.dedup.check(key, time.monotonic())
         if seen is Seen.ANSWERED:
             transport.sendto(reply, addr)
-            metrics.replies(codec.PACKET_NAMES.get(reply[0], str(reply[0])), "duplicate").inc()
+            metrics.replies(codec.packet_name(reply[0]), "duplicate").inc()
             return
         if seen is Seen.IN_PROGRESS:
             metrics.dropped("duplicate").inc()
@@ -249,7 +249,7 @@ class RadiusServer:
         name = codec.PACKET_NAMES[packet.code]
         metrics.requests(name).inc()
         task = asyncio.get_running_loop().create_task(
-            self._serve(ctx, packet, client, addr, key, transport, kind)
+            self._serve(ctx, packet, name, client, addr, key, transport, kind)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -273,6 +273,7 @@ class RadiusServer:
         self,
         ctx: RadiusContext,
         packet: codec.Packet,
+        name: str,
         client: NasClient,
         addr: tuple[str, int],
         key: tuple[str, int, int, int, bytes],
@@ -280,7 +281,6 @@ class RadiusServer:
         kind: str,
     ) -> None:
         started = time.perf_counter()
-        name = codec.PACKET_NAMES[packet.code]
         try:
             reply, outcome = await self._answer(ctx, packet, client, addr[0], kind)
         except StoreUnavailable as exc:
@@ -307,7 +307,7 @@ class RadiusServer:
             return
         self.dedup.answered(key, reply)
         transport.sendto(reply, addr)
-        metrics.replies(codec.PACKET_NAMES.get(reply[0], str(reply[0])), outcome).inc()
+        metrics.replies(codec.packet_name(reply[0]), outcome).inc()
         metrics.seconds(name).observe(time.perf_counter() - started)
 
     def _follow(self, recorded: accounting.Recorded, client: NasClient, host: str) -> None:
@@ -328,8 +328,7 @@ class RadiusServer:
                     so_far=recorded.total + recorded.granted,
                     seen_at=time.monotonic(),
                 )
-                stale_s = self.ctx.settings.interim_interval_s * self.ctx.settings.stale_intervals
-                control.seen(recorded.account_id, recorded.session_id, live, stale_s)
+                control.seen(recorded.account_id, recorded.session_id, live, self.ctx.settings.stale_s)
         cut = recorded.cut
         if cut is not None:
             self.dynauth.disconnect(

@@ -70,3 +70,8 @@ class RadiusSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     profiles: dict[str, ProfileSettings] = msgspec.field(
         default_factory=lambda: {"generic": ProfileSettings()}
     )
+
+    @property
+    def stale_s(self) -> int:
+        """Seconds without accounting after which a session counts as gone."""
+        return self.interim_interval_s * self.stale_intervals

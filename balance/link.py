@@ -274,9 +274,5 @@ class ClusterLink(RedisPyLink):
         )
 
 
-def open_link(url: str, *, cluster: bool = False, fast: bool = True, timeout: float = 2.0) -> RedisLink:
-    if cluster:
-        return ClusterLink(url, timeout=timeout)
-    if fast:
-        return FastLink(url, timeout=timeout)
-    return RedisPyLink(url, timeout=timeout)
+def open_link(url: str, *, cluster: bool = False, timeout: float = 2.0) -> RedisLink:
+    return ClusterLink(url, timeout=timeout) if cluster else FastLink(url, timeout=timeout)

@@ -38,7 +38,7 @@ from balance.store import (
     UnknownAccount,
     to_ms,
 )
-from rating_core.rating import Usage, price_of, quote, units_for
+from rating_core.rating import Usage, quote, units_for
 from rating_core.tariff import Catalog, NoRate, Plan, Rate, Unit, UnknownPlan
 
 log = logging.getLogger("occ.balance.service")
@@ -170,14 +170,12 @@ class ChargingService:
         now = request.now or self.clock()
         sid_key = (request.account_id, request.session_id)
         session = self._sessions.get(sid_key)
-        if op == "I" and session is None:
-            start = request.started or now
-            session = wire.SessionState(v=0, st=to_ms(start), exp=0, it={})
+        if session is None:
+            # an initiate starts a new session (version 0); a cold cache asks the script for the view (-1)
+            session = _new_session(0 if op == "I" else -1, request, now)
         account = self._accounts.get(request.account_id)
         quotes: dict[str, int] = {}
         for attempt in range(MAX_ATTEMPTS):
-            if session is None:
-                session = wire.SessionState(v=-1, st=to_ms(request.started or now), exp=0, it={})
             step = self._plan(op, request, now, session, account, quotes)
             try:
                 outcome = await self.store.session_step(step)
@@ -206,7 +204,7 @@ class ChargingService:
                 if op != "I" and not request.create_missing:
                     self._sessions.pop(sid_key, None)
                     return SessionAnswer(result="UNKNOWN_SESSION", status=view.status)
-                session = wire.SessionState(v=0, st=to_ms(request.started or now), exp=0, it={})
+                session = _new_session(0, request, now)
             else:
                 session = view.session
             if attempt >= 2:
@@ -374,11 +372,11 @@ class ChargingService:
     ) -> SessionAnswer:
         reply = outcome.reply
         sid_key = (request.account_id, request.session_id)
+        planned = {p.id: p for p in step.it}
         if op == "T" or outcome.duplicate:
             # A replayed answer says nothing about the session now: forget it, the script re-teaches.
             self._sessions.pop(sid_key, None)
         else:
-            planned = {p.id: p for p in step.it}
             items = dict(session.it)
             for out in reply.it:
                 p = planned[out.id]
@@ -398,17 +396,15 @@ class ChargingService:
                 for p in step.it:
                     if p.cy:
                         account.counters[p.cy] = account.counters.get(p.cy, 0) + p.cu
-        unrated = {p.id for p in step.it if p.fl == "unrated"}
-        planned_money = {p.id: p.rm for p in step.it}
         answers = [
             ItemAnswer(
                 item=out.id,
-                result="NO_RATE" if out.id in unrated else out.code,
+                result="NO_RATE" if planned[out.id].fl == "unrated" else out.code,
                 granted=out.g,
                 from_buckets=out.gb,
                 final=bool(out.fin),
                 charged=out.m,
-                reserved=planned_money[out.id] if out.g and not out.gb else 0,
+                reserved=planned[out.id].rm if out.g and not out.gb else 0,
                 used=out.u,
                 overuse=bool(out.over),
             )
@@ -466,7 +462,7 @@ class ChargingService:
                     position = account.counters.get(counter, 0) if account is not None else 0
                 quantity = request.units - max(cover, 0)
                 if quantity > 0:
-                    rated = price_of(
+                    rated = quote(
                         plan,
                         Usage(
                             service=request.service,
@@ -524,11 +520,6 @@ class ChargingService:
             self._remember_account(request.account_id, account)
         raise RuntimeError(f"event {request.key}: no stable plan after {MAX_ATTEMPTS} attempts")
 
-    def price(self, plan_name: str, usage: Usage, now: datetime | None = None) -> int:
-        """Price enquiry: what a usage would cost under a plan, touching no balance."""
-        plan = self.catalog.plan(plan_name, now or usage.start)
-        return price_of(plan, usage).amount
-
     async def refund(
         self, account_id: str, amount: int, *, key: str, service: str = "", now: datetime | None = None
     ) -> CreditResult:
@@ -544,6 +535,10 @@ class ChargingService:
     async def summary(self, account_id: str) -> AccountView:
         """:meth:`balance` without the sessions: attributes, money and buckets, one Redis read."""
         return await self.store.summary(account_id)
+
+
+def _new_session(version: int, request: SessionRequest, now: datetime) -> wire.SessionState:
+    return wire.SessionState(v=version, st=to_ms(request.started or now), exp=0, it={})
 
 
 def _unpriced(item: UsageItem, state: wire.ItemState, flags: str) -> wire.ItemPlan:

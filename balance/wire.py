@@ -141,7 +141,6 @@ class SessionView(msgspec.Struct, frozen=True):
 
 
 encode_request = msgspec.json.Encoder().encode
-pack = msgspec.msgpack.Encoder().encode
 _step_reply = msgspec.msgpack.Decoder(StepReply)
 _event_reply = msgspec.msgpack.Decoder(EventReply)
 _credit_reply = msgspec.msgpack.Decoder(CreditReply)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import msgspec
 
 from occ.diameter import dictionary as d
-from occ.diameter.codec import AVP_MANDATORY, AVP_VENDOR, Avp, AvpError, Message, avp_raw, find, find_all
+from occ.diameter.codec import Avp, AvpError, Message, avp_raw, find, find_all
 
 TGPP = d.VENDOR_3GPP
 
@@ -84,15 +84,10 @@ _REQUIRED = (
 )
 
 
-def missing(code: int, name: str, vendor: int = 0) -> CcError:
+def missing(code: int, name: str) -> CcError:
     """5005: Failed-AVP holds an example of the missing AVP with zero-filled data (RFC 6733 §7.5)."""
-    flags = AVP_MANDATORY | (AVP_VENDOR if vendor else 0)
     size = 4 if code != d.AVP_SESSION_ID else 0
-    return CcError(
-        d.DIAMETER_MISSING_AVP,
-        f"missing {name}",
-        avp_raw(code, bytes(size), vendor=vendor, mandatory=bool(flags & AVP_MANDATORY)),
-    )
+    return CcError(d.DIAMETER_MISSING_AVP, f"missing {name}", avp_raw(code, bytes(size)))
 
 
 def invalid(avp: Avp, why: str) -> CcError:

@@ -45,9 +45,9 @@ from occ.diameter.cc_answer import (
     re_auth_request,
 )
 from occ.diameter.cc_request import CcError, CreditControlRequest, ServiceControl, Units, parse_ccr
-from occ.diameter.cc_settings import CreditControlSettings
+from occ.diameter.cc_settings import CreditControlSettings, RatingGroupSettings
 from occ.diameter.codec import Message
-from rating_core.rating import Usage, price_of
+from rating_core.rating import Usage, quote
 from rating_core.tariff import NoRate, UnknownPlan
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ class CreditControlApplication:
         session_request = SessionRequest(
             account_id=account_id,
             session_id=ccr.session_id,
-            key=f"{ccr.session_id};{ccr.request_number}",
+            key=_key(ccr),
             items=items,
             now=self.clock(),
             sequence=ccr.request_number + 1,
@@ -356,11 +356,16 @@ class CreditControlApplication:
         task.add_done_callback(self._background.discard)
 
     # --- items and grants -----------------------------------------------------------------------
+    def _configured(self, control: ServiceControl) -> RatingGroupSettings | None:
+        """The ``[diameter.credit_control.rating_groups]`` entry of an MSCC's Rating-Group, if any."""
+        if control.rating_group is None:
+            return None
+        return self.settings.rating_groups.get(str(control.rating_group))
+
     def _service(self, ccr: CreditControlRequest, control: ServiceControl) -> str:
-        if control.rating_group is not None:
-            configured = self.settings.rating_groups.get(str(control.rating_group))
-            if configured is not None:
-                return configured.service
+        configured = self._configured(control)
+        if configured is not None:
+            return configured.service
         context = ccr.service_context_id.split("@", 1)[0].split(".")[-1]
         if ccr.ims or context == IMS_CONTEXT:
             return self.settings.voice_service
@@ -403,11 +408,7 @@ class CreditControlApplication:
         )
 
     def _grant(self, control: ServiceControl, item: UsageItem, out: ItemAnswer) -> Grant:
-        configured = (
-            self.settings.rating_groups.get(str(control.rating_group))
-            if control.rating_group is not None
-            else None
-        )
+        configured = self._configured(control)
         final_action = ""
         if out.final and out.granted:
             final_action = configured.final_unit_action if configured is not None else "TERMINATE"
@@ -440,11 +441,10 @@ class CreditControlApplication:
     async def _event(
         self, request: Message, ccr: CreditControlRequest, peer: PeerHandle, account_id: str
     ) -> Reply:
-        key = f"{ccr.session_id};{ccr.request_number}"
-        if ccr.requested_action == d.REQUESTED_ACTION_DIRECT_DEBITING:
-            return await self._debit(request, ccr, peer, account_id, key)
-        # the other actions price the units under the account's plan, summed over the MSCCs
         controls = ccr.controls or (ccr.top or ServiceControl(),)
+        if ccr.requested_action == d.REQUESTED_ACTION_DIRECT_DEBITING:
+            return await self._debit(request, ccr, peer, account_id, _key(ccr), controls)
+        # the other actions price the units under the account's plan, summed over the MSCCs
         try:
             view = await self.charging.balance(account_id)
         except UnknownAccount:
@@ -466,7 +466,7 @@ class CreditControlApplication:
                 in_buckets = sum(b.units - b.reserved for b in view.buckets if b.service == service)
                 covered = covered and in_buckets >= units
                 usage = Usage(service=service, quantity=units, start=now, destination=ccr.called_party)
-                price += price_of(plan, usage).amount
+                price += quote(plan, usage).amount
         except (UnknownPlan, NoRate):
             return self._answer(request, ccr, peer, d.DIAMETER_RATING_FAILED)
         cost = Cost(micro=price, currency=currency, unit="")
@@ -476,7 +476,7 @@ class CreditControlApplication:
                     request, peer, d.DIAMETER_UNABLE_TO_COMPLY, None, "refund above the configured limit"
                 )
             if price > 0:
-                await self.charging.refund(account_id, price, key=key, now=now)
+                await self.charging.refund(account_id, price, key=_key(ccr), now=now)
             return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, cost=cost)
         if ccr.requested_action == d.REQUESTED_ACTION_CHECK_BALANCE:
             enough = covered or view.balance + view.account.credit_limit >= price
@@ -485,10 +485,15 @@ class CreditControlApplication:
         return self._answer(request, ccr, peer, d.DIAMETER_SUCCESS, cost=cost)  # price enquiry: no grant
 
     async def _debit(
-        self, request: Message, ccr: CreditControlRequest, peer: PeerHandle, account_id: str, key: str
+        self,
+        request: Message,
+        ccr: CreditControlRequest,
+        peer: PeerHandle,
+        account_id: str,
+        key: str,
+        controls: Sequence[ServiceControl],
     ) -> Reply:
         """Direct debit: each MSCC (or the request itself) is one event, answered in the same form."""
-        controls = ccr.controls or (ccr.top or ServiceControl(),)
         grants = []
         for index, control in enumerate(controls):
             service, unit, units = self._event_units(ccr, control)
@@ -630,6 +635,11 @@ def _count_held(totals: metrics.HeldTotals, held: dict[str, tuple[str, int, int]
         if units:
             totals.units[service] = totals.units.get(service, 0) + sign * units
         totals.money += sign * money
+
+
+def _key(ccr: CreditControlRequest) -> str:
+    """The idempotency key of a request: a retransmission carries the same Session-Id and number."""
+    return f"{ccr.session_id};{ccr.request_number}"
 
 
 def _final(control: ServiceControl) -> bool:

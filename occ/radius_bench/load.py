@@ -342,7 +342,7 @@ class LoadGenerator:
         stats.latencies.append(now - self.sent_at[index])
         if now <= self.window_end:
             stats.in_window += 1
-        stats.replies[codec.PACKET_NAMES.get(data[0], str(data[0]))] += 1
+        stats.replies[codec.packet_name(data[0])] += 1
         if self.acct and data[0] == codec.ACCOUNTING_RESPONSE:
             session, step = divmod(index, self.spec.per_session)
             total = session_total(step, session, self.spec.interims, self.spec.step)

@@ -48,18 +48,6 @@ def number(socket: int, q: int, sockets: int) -> int:
     return q * sockets + socket
 
 
-def _message_authenticator_at(packet: bytes | bytearray, ma: int) -> int:
-    """Offset of the Message-Authenticator's value, or -1."""
-    pos, length = codec.HEADER, int.from_bytes(packet[2:4])
-    for _ in range(length):  # at most one attribute per octet
-        if pos + 2 > length or packet[pos + 1] < 2:
-            return -1
-        if packet[pos] == ma and packet[pos + 1] == 18:
-            return pos + 2
-        pos += packet[pos + 1]
-    return -1
-
-
 def with_identifier(packet: bytes, identifier: int, secret: bytes, framing: codec.Framing) -> bytes:
     """``packet`` (built by :func:`aaa.codec.sign_request`) signed again with another Identifier: the
     Message-Authenticator, and an Accounting-Request's Request Authenticator, cover it."""
@@ -68,7 +56,7 @@ def with_identifier(packet: bytes, identifier: int, secret: bytes, framing: code
     digest = out[0] in codec.DIGEST_REQUESTS
     if digest:
         out[4 : codec.HEADER] = codec.ZERO16
-    at = _message_authenticator_at(out, framing.message_authenticator)
+    at = codec.message_authenticator_offset(out, int.from_bytes(out[2:4]), framing.message_authenticator)
     if at >= 0:
         out[at : at + 16] = codec.ZERO16
         out[at : at + 16] = hmac.digest(secret, bytes(out), "md5")

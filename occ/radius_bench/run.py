@@ -103,7 +103,7 @@ async def probe(
             if codec.response_ok(reply, request[4:20], builder.secret):
                 if reply[0] == codec.ACCESS_ACCEPT:
                     return
-                name = codec.PACKET_NAMES.get(reply[0], str(reply[0]))
+                name = codec.packet_name(reply[0])
                 raise ProcessError(f"{server.name} answered a bench subscriber's Access-Request with {name}")
         raise ProcessError(f"{server.name} did not answer an Access-Request within {timeout:g} s")
     finally:
