@@ -24,6 +24,8 @@ class RadiusComponent:
         try:
             await self.server.start()
             for address in settings.listen:
+                if ("auth", address) not in self.server.ports:
+                    continue  # skipped: the host has no IPv6 (logged by the server)
                 _log.info(
                     "RADIUS listening",
                     listen=address,

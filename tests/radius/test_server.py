@@ -635,3 +635,25 @@ async def test_more_than_256_disconnects_to_one_nas_wait_for_an_identifier(store
             assert {o.outcome for o in outcomes} == {"timeout"}
     finally:
         silent.close()
+
+
+async def test_the_daemon_component_starts_on_a_host_without_ipv6(
+    store: BalanceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    import aaa.server
+    from occ.radius import RadiusComponent
+    from occ.settings import Settings
+
+    monkeypatch.setattr(aaa.server, "_ipv6_available", lambda address: False)
+    settings = msgspec.structs.replace(
+        Settings(), radius=radius_settings(0, listen=["127.0.0.1", "::1"]), balance=store.settings
+    )
+    catalog = Catalog(load_tariff_file("config/tariffs/demo.toml"))
+    component = RadiusComponent()
+    await component.start(types.SimpleNamespace(settings=settings, store=store, catalog=catalog))  # type: ignore[arg-type]
+    try:
+        assert component.server is not None and ("auth", "::1") not in component.server.ports
+    finally:
+        await component.stop(1.0)
