@@ -10,3 +10,22 @@ class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     pool_min: int = 1
     pool_max: int = 8
     connect_timeout_s: float = 5.0
+
+
+class SinkSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # Run the charge sink inside `occ serve`; turn it off where `occ sink` runs on its own.
+    enabled: bool = True
+    # Consumer group of the charge streams; every sink of one deployment shares it.
+    group: str = "ledger"
+    # This reader's name within the group; empty: the host name. Entries a reader took and did not
+    # acknowledge are read again by the same name after a restart, or claimed by another after claim_idle_s.
+    consumer: str = ""
+    # Entries read per stream partition in one round; one round is one PostgreSQL transaction.
+    batch_size: int = 2000
+    # Pause between rounds that found nothing to do.
+    poll_interval_s: float = 0.05
+    claim_idle_s: float = 60.0
+    # Longest pause between retries while PostgreSQL or Redis is unreachable.
+    retry_max_s: float = 5.0
+    # /metrics and /health port of `occ sink` running alone (`occ serve` uses metrics.port).
+    metrics_port: int = 9465

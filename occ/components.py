@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import asyncpg
 
+from balance.charges import ChargeStreams
+from balance.link import RedisLink, open_link
 from balance.reaper import Reaper
 from balance.store import BalanceStore
+from billing import db
+from billing.sink import ChargeSink, consumer_name
 from occ.settings import Settings
 from rating_core.tariff import Catalog
 
@@ -67,10 +72,12 @@ def build_components(settings: Settings) -> list[Component]:
     # ---- components are registered here, in start order ------------------------------------------
     # Background tasks first, so they run before the first request arrives:
     #   * balance reaper -- returns expired reservations (above).
-    #   * charge sink (billing) -- Redis charge streams -> PostgreSQL ledger.
+    #   * charge sink (billing) -- Redis charge streams -> PostgreSQL ledger (unless it runs alone).
     # Protocol listeners last, so nothing is accepted before the machinery behind it runs:
     #   * RADIUS auth/accounting (aaa), Diameter Gy/Ro (occ.diameter, last: below).
     # --------------------------------------------------------------------------------------------------
+    if settings.sink.enabled:
+        components.append(SinkComponent())
     if settings.radius.enabled:
         components.append(_radius_component())
     components.append(_diameter_component())
@@ -113,9 +120,55 @@ class ReaperComponent:
         if self._reaper is None or self._task is None:
             return
         self._reaper.stop()
+        await finish(self._task, grace_s)
+
+
+class SinkComponent:
+    """Runs the charge sink on its own Redis and PostgreSQL connections, so its large batches never queue
+    behind (or ahead of) the charging requests' calls."""
+
+    name = "sink"
+
+    def __init__(self) -> None:
+        self._sink: ChargeSink | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, ctx: DaemonContext) -> None:
+        s = ctx.settings
+        link = open_link(s.redis.url, cluster=s.redis.cluster, timeout=s.redis.connect_timeout_s)
+        streams = ChargeStreams(link, ctx.store.keys, s.sink.group, consumer_name(s.sink))
+        database = s.database
+
+        def connect() -> Awaitable[asyncpg.Connection]:
+            return db.connect(database.url, database.connect_timeout_s)
+
+        self._sink = ChargeSink(streams, connect, s.sink)
+        self._task = asyncio.create_task(self._run(link), name="sink")
+
+    async def _run(self, link: RedisLink) -> None:
+        assert self._sink is not None
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace_s)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._sink.run()
+        finally:
+            await link.close()
+
+    def reload(self, ctx: DaemonContext) -> None:
+        if self._sink is not None:
+            self._sink.settings = ctx.settings.sink
+
+    async def stop(self, grace_s: float) -> None:
+        if self._sink is None or self._task is None:
+            return
+        # the batch in hand is stored and acknowledged first; one cut short stays pending in Redis
+        self._sink.stop()
+        await finish(self._task, grace_s)
+
+
+async def finish(task: asyncio.Task[None], grace_s: float) -> None:
+    """Wait up to ``grace_s`` for a task told to stop; cancel it after that."""
+    try:
+        await asyncio.wait_for(asyncio.shield(task), grace_s)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -91,8 +91,8 @@ class NoDaemon(Exception):
 # ---- pid file ------------------------------------------------------------------------------------------
 
 
-def pid_file_path(settings: Settings) -> Path:
-    return Path(settings.server.run_dir) / PID_FILE_NAME
+def pid_file_path(settings: Settings, name: str = PID_FILE_NAME) -> Path:
+    return Path(settings.server.run_dir) / name
 
 
 class PidFile:
@@ -273,9 +273,15 @@ ComponentFactory = Callable[[Settings], Sequence[Component]]
 
 class Daemon:
     def __init__(
-        self, config_path: Path, settings: Settings, components: ComponentFactory = build_components
+        self,
+        config_path: Path,
+        settings: Settings,
+        components: ComponentFactory = build_components,
+        *,
+        pid_name: str = PID_FILE_NAME,
     ) -> None:
         self._config_path = config_path.absolute()
+        self._pid_name = pid_name
         self._boot_settings = settings
         self._component_factory = components
         self._ctx: DaemonContext | None = None
@@ -298,7 +304,7 @@ class Daemon:
         settings = self._boot_settings
         log.configure(settings.server.log_level, settings.server.log_format)
         _log.info("starting", pid=os.getpid(), version=metrics.VERSION, config=str(self._config_path))
-        pid_file = PidFile(pid_file_path(settings))
+        pid_file = PidFile(pid_file_path(settings, self._pid_name))
         try:
             pid_file.acquire()
         except StartupError as exc:

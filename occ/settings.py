@@ -20,7 +20,7 @@ import msgspec
 from aaa.dictionary import DictionaryError
 from aaa.settings import RadiusSettings
 from balance.settings import BalanceSettings, RedisSettings
-from billing.settings import DatabaseSettings
+from billing.settings import DatabaseSettings, SinkSettings
 from occ.diameter.cc_settings import CreditControlSettings
 from occ.diameter.settings import DiameterSettings
 
@@ -62,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     balance: BalanceSettings = msgspec.field(default_factory=BalanceSettings)
     diameter: DiameterSettings = msgspec.field(default_factory=DiameterSettings)
     radius: RadiusSettings = msgspec.field(default_factory=RadiusSettings)
+    sink: SinkSettings = msgspec.field(default_factory=SinkSettings)
 
 
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
@@ -165,8 +166,21 @@ def _check(s: Settings, source: str) -> None:
     for service, units in s.balance.max_grants.items():
         if units <= 0:
             fail(f"balance.max_grants.{service}", "a positive number of units", units)
+    _check_sink(s.sink, fail)
     _check_diameter(s.diameter, fail)
     _check_radius(s.radius, source, fail)
+
+
+def _check_sink(k: SinkSettings, fail: Callable[[str, str, object], None]) -> None:
+    if not k.group:
+        fail("sink.group", "a non-empty consumer group name", k.group)
+    if not 1 <= k.batch_size <= 100_000:
+        fail("sink.batch_size", "an integer 1-100000", k.batch_size)
+    for key in ("poll_interval_s", "claim_idle_s", "retry_max_s"):
+        if getattr(k, key) <= 0:
+            fail(f"sink.{key}", "a positive number of seconds", getattr(k, key))
+    if not 0 < k.metrics_port < 65536:
+        fail("sink.metrics_port", "a port number 1-65535", k.metrics_port)
 
 
 def _check_radius(r: RadiusSettings, source: str, fail: Callable[[str, str, object], None]) -> None:

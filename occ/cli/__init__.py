@@ -18,6 +18,7 @@ from occ.cli import common
 # Sub-command modules, in the order they appear in --help.
 _MODULES = (
     "serve",
+    "sink",
     "reload",
     "tariff",
     "rate",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,6 +22,7 @@ from balance.records import AccountKind, AccountRecord, AccountStatus, BucketRec
 from balance.settings import BalanceSettings, RedisSettings
 from balance.store import BalanceStore, EventApplied
 from billing.accounts import IdentityRow
+from billing.ledger import Ledger
 from billing.provisioning import (
     MAX_AMOUNT,
     Conflict,
@@ -423,6 +424,7 @@ async def test_rebuild_restores_balance_identities_and_buckets(
     await prov.topup(record.account_id, parse_money("10"), "pay-a", now=now)
     await prov.topup(record.account_id, parse_money("2.5"), "pay-b", now=now)
     # what the charge sink writes: the top-ups once more (kind topup, not counted twice) and a debit
+    await Ledger(conn).ensure_partitions([date(now.year, now.month, 1)])
     await conn.executemany(
         "insert into ledger_entries (entry_id, account_id, kind, service, units, amount, occurred_at)"
         " values ($1, $2, $3, $4, $5, $6, $7)",

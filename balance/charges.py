@@ -1,0 +1,218 @@
+"""Reading the charge streams: the records the money scripts append, as a consumer group sees them.
+
+Every money script appends its charge records to its partition's stream in the same atomic call that
+moves the money (lib.lua ``add_record``). A reader (the charge sink) joins a consumer group, reads
+batches, stores them, and only then acknowledges them; ``stream_ack.lua`` trims what every group has
+acknowledged. Entries a reader took but never acknowledged (it crashed) stay pending: the same consumer
+gets them again with :meth:`ChargeStreams.read_pending`, any other one with :meth:`ChargeStreams.claim`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+from balance import scripts
+from balance.keys import KeySpace
+from balance.link import RedisLink, ResponseError
+
+STREAM_ACK = scripts.load("stream_ack.lua")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ChargeRecord(NamedTuple):
+    """One charge record; the field order is the ledger's column order (``LEDGER_COLUMNS``)."""
+
+    entry_id: str
+    account_id: str
+    kind: str
+    service: str | None
+    item: str | None
+    session_id: str | None
+    units: int | None
+    bucket_units: int | None
+    amount: int  # signed micro-units: credits positive, debits negative
+    released: int | None  # reserved money returned (expiry records)
+    reference: str | None
+    balance_after: int | None
+    reserved_after: int | None
+    flags: str | None
+    occurred_at: datetime
+    stream_partition: int
+    stream_ms: int
+    stream_seq: int
+
+    @property
+    def stream_id(self) -> str:
+        return f"{self.stream_ms}-{self.stream_seq}"
+
+
+LEDGER_COLUMNS: tuple[str, ...] = ChargeRecord._fields
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one read got from one partition: the records, and every entry id to acknowledge once they
+    are stored (including entries trimmed while pending, which carry no record)."""
+
+    partition: int
+    records: list[ChargeRecord] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    # entries that are not charge records (id, fields as text, reason): kept aside, never dropped
+    rejects: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+class Lag(NamedTuple):
+    entries: int  # entries still in the stream: not yet acknowledged by every group
+    oldest_ms: int | None  # time of the oldest of them
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value else None
+
+
+def _int(value: bytes | None) -> int | None:
+    return int(value) if value is not None and value != b"" else None
+
+
+def parse_entry(partition: int, entry_id: bytes, values: Sequence[bytes]) -> ChargeRecord:
+    """A stream entry (id, [field, value, ...]) as a record; raises ValueError on a malformed one."""
+    if len(values) % 2:
+        raise ValueError(f"charge record {entry_id.decode()} has an odd number of fields")
+    f = dict(zip(values[::2], values[1::2], strict=True))
+    ms, _, seq = entry_id.partition(b"-")
+    try:
+        occurred_ms = int(f[b"t"])
+        return ChargeRecord(
+            f[b"id"].decode(),
+            f[b"a"].decode(),
+            f[b"k"].decode(),
+            _text(f.get(b"s")),
+            _text(f.get(b"i")),
+            _text(f.get(b"sess")),
+            _int(f.get(b"u")),
+            _int(f.get(b"bu")),
+            int(f[b"m"]),
+            _int(f.get(b"rel")),
+            _text(f.get(b"ref")),
+            _int(f.get(b"bal")),
+            _int(f.get(b"rsv")),
+            _text(f.get(b"f")),
+            _EPOCH + timedelta(milliseconds=occurred_ms),
+            partition,
+            int(ms),
+            int(seq),
+        )
+    except KeyError as exc:
+        raise ValueError(f"charge record {entry_id.decode()} lacks field {exc.args[0].decode()!r}") from None
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"charge record {entry_id.decode()} has a bad value: {exc}") from None
+
+
+class ChargeStreams:
+    """The charge streams of every partition, read as ``consumer`` of consumer group ``group``."""
+
+    def __init__(self, link: RedisLink, keys: KeySpace, group: str, consumer: str) -> None:
+        self.link = link
+        self.keys = keys
+        self.group = group
+        self.consumer = consumer
+        self.streams = [keys.stream(p) for p in range(keys.partitions)]
+
+    async def ensure_groups(self) -> None:
+        """Create the group on every stream (from the first entry, so nothing written before the first
+        reader started is missed); an existing group is kept as it is."""
+        for stream in self.streams:
+            try:
+                await self.link.execute("XGROUP", "CREATE", stream, self.group, "0", "MKSTREAM")
+            except ResponseError as exc:
+                if not str(exc).startswith("BUSYGROUP"):
+                    raise
+
+    async def read_new(self, count: int) -> list[Batch]:
+        """Up to ``count`` entries per partition never delivered to the group; empty batches left out."""
+        return await self._read(">", count)
+
+    async def read_pending(self, count: int) -> list[Batch]:
+        """Up to ``count`` entries per partition delivered to this consumer and not acknowledged."""
+        return await self._read("0", count)
+
+    async def _read(self, start: str, count: int) -> list[Batch]:
+        replies = await asyncio.gather(
+            *(
+                self.link.execute(
+                    "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, "STREAMS", s, start
+                )
+                for s in self.streams
+            )
+        )
+        batches = []
+        for partition, reply in enumerate(replies):
+            if reply:
+                batch = _batch(partition, reply[0][1])
+                if batch.ids:
+                    batches.append(batch)
+        return batches
+
+    async def claim(self, count: int, min_idle_ms: int) -> list[Batch]:
+        """Take over up to ``count`` entries per partition that another consumer left pending for longer
+        than ``min_idle_ms`` (a reader that died between reading and acknowledging)."""
+        replies = await asyncio.gather(
+            *(
+                self.link.execute(
+                    "XAUTOCLAIM", s, self.group, self.consumer, min_idle_ms, "0", "COUNT", count
+                )
+                for s in self.streams
+            )
+        )
+        batches = []
+        for partition, reply in enumerate(replies):
+            batch = _batch(partition, reply[1])
+            if batch.ids:
+                batches.append(batch)
+        return batches
+
+    async def ack(self, partition: int, ids: Sequence[str]) -> Lag:
+        """Acknowledge stored entries, trim what every group has, and report what is left."""
+        left, oldest = await self.link.run_script(STREAM_ACK, (self.streams[partition],), (self.group, *ids))
+        return Lag(int(left), int(oldest.split(b"-")[0]) if oldest else None)
+
+    async def lag(self) -> list[Lag]:
+        """Every partition's lag (trimming on the way)."""
+        return list(await asyncio.gather(*(self.ack(p, ()) for p in range(len(self.streams)))))
+
+    async def last_ids(self) -> list[str]:
+        """The newest entry id of every stream ("0-0" for an empty or absent one)."""
+        replies = await asyncio.gather(
+            *(self.link.execute("XREVRANGE", s, "+", "-", "COUNT", 1) for s in self.streams)
+        )
+        return [r[0][0].decode() if r else "0-0" for r in replies]
+
+    async def entries_up_to(self, partition: int, last_id: str, page: int = 10_000) -> list[ChargeRecord]:
+        """Every entry still in a partition's stream up to and including ``last_id``."""
+        out: list[ChargeRecord] = []
+        start = "-"
+        while True:
+            reply = await self.link.execute("XRANGE", self.streams[partition], start, last_id, "COUNT", page)
+            out.extend(_batch(partition, reply).records)
+            if len(reply) < page:
+                return out
+            start = "(" + reply[-1][0].decode()
+
+
+def _batch(partition: int, entries: Any) -> Batch:
+    batch = Batch(partition)
+    for entry_id, values in entries:
+        batch.ids.append(entry_id.decode())
+        if not values:  # the entry was deleted while pending
+            continue
+        try:
+            batch.records.append(parse_entry(partition, entry_id, values))
+        except ValueError as exc:
+            raw = " ".join(v.decode(errors="replace") for v in values)
+            batch.rejects.append((entry_id.decode(), raw, str(exc)))
+    return batch

@@ -1,0 +1,114 @@
+"""Writing charge records into the ledger exactly once (``ledger_entries``, partitioned by month).
+
+A batch goes in with one binary COPY straight into the partitioned table. A record that is already there
+(the sink stored a batch, then died before acknowledging it, and the batch came back) makes that COPY
+fail on the primary key; the batch is then written again through a staging table with
+``on conflict do nothing``, which skips every copy already stored. So the common case costs one COPY and
+a replay costs one more, and no record is ever stored twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import asyncpg
+
+from balance.charges import LEDGER_COLUMNS, ChargeRecord
+
+_STAGE = "ledger_stage"
+_COLUMNS = ", ".join(LEDGER_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    inserted: int  # records new to the ledger
+    duplicates: int  # records the ledger already held (a replayed batch)
+    rejects: int  # stream entries kept in ledger_rejects
+
+
+def partition_name(month: date) -> str:
+    return f"ledger_entries_{month.year:04d}_{month.month:02d}"
+
+
+def next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+class Ledger:
+    """The ledger as one connection writes it; remembers which month partitions exist."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._months: set[date] = set()
+        self._staged = False
+
+    async def ensure_partitions(self, months: Iterable[date]) -> None:
+        """Create the month partitions (and each following month's, so a month boundary under traffic
+        finds its partition ready) that do not exist yet. Months are UTC."""
+        for month in sorted(set(months) - self._months):
+            for m in (month, next_month(month)):
+                if m in self._months:
+                    continue
+                # another writer may create it between our check and our create
+                with contextlib.suppress(asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+                    await self.conn.execute(
+                        f"create table if not exists {partition_name(m)} partition of ledger_entries"
+                        f" for values from ('{m.isoformat()} 00:00:00+00')"
+                        f" to ('{next_month(m).isoformat()} 00:00:00+00')"
+                    )
+                self._months.add(m)
+
+    async def store(
+        self, records: Sequence[ChargeRecord], rejects: Sequence[tuple[int, str, str, str]] = ()
+    ) -> Stored:
+        """Store a batch in one transaction; returns what was new. Raises asyncpg/OS errors when
+        PostgreSQL fails (nothing is stored then)."""
+        await self.ensure_partitions({date(r.occurred_at.year, r.occurred_at.month, 1) for r in records})
+        try:
+            async with self.conn.transaction():
+                inserted = 0
+                if records:
+                    status = await self.conn.copy_records_to_table(
+                        "ledger_entries", records=records, columns=LEDGER_COLUMNS
+                    )
+                    inserted = _count(status)
+                await self._store_rejects(rejects)
+                return Stored(inserted, 0, len(rejects))
+        except asyncpg.UniqueViolationError:
+            pass
+        return await self._store_replayed(records, rejects)
+
+    async def _store_replayed(
+        self, records: Sequence[ChargeRecord], rejects: Sequence[tuple[int, str, str, str]]
+    ) -> Stored:
+        if not self._staged:
+            await self.conn.execute(
+                f"create temp table if not exists {_STAGE}"
+                f" (like ledger_entries including defaults) on commit delete rows"
+            )
+            self._staged = True
+        async with self.conn.transaction():
+            await self.conn.copy_records_to_table(_STAGE, records=records, columns=LEDGER_COLUMNS)
+            status = await self.conn.execute(
+                f"insert into ledger_entries ({_COLUMNS}) select {_COLUMNS} from {_STAGE}"
+                " on conflict do nothing"
+            )
+            inserted = _count(status)
+            await self._store_rejects(rejects)
+        return Stored(inserted, len(records) - inserted, len(rejects))
+
+    async def _store_rejects(self, rejects: Sequence[tuple[int, str, str, str]]) -> None:
+        if rejects:
+            await self.conn.executemany(
+                "insert into ledger_rejects (stream_partition, stream_id, fields, reason)"
+                " values ($1, $2, $3, $4) on conflict do nothing",
+                rejects,
+            )
+
+
+def _count(status: str) -> int:
+    """Rows of a command status such as "COPY 10" or "INSERT 0 10"."""
+    return int(status.rsplit(" ", 1)[1])

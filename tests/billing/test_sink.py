@@ -1,0 +1,435 @@
+"""The charge sink on real Redis and real PostgreSQL: every committed charge lands in the ledger once.
+
+Traffic goes through the real charging service (sessions, events, top-ups, reaper expiries), so the
+records are the ones the Lua scripts write. Each test has its own Redis key prefix and account ids; the
+PostgreSQL database is the session's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from balance.charges import ChargeStreams, parse_entry
+from balance.records import AccountKind, AccountRecord
+from balance.service import ChargingService, EventRequest, SessionRequest, UsageItem
+from balance.settings import BalanceSettings, RedisSettings
+from balance.store import BalanceStore
+from billing import db
+from billing.ledger import Ledger
+from billing.settings import SinkSettings
+from billing.sink import ChargeSink
+from rating_core.tariff import Catalog
+from rating_core.tariff_file import parse_tariff
+from tests.billing.tcp_proxy import TcpProxy
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+EUR = 1_000_000
+TARIFF = """
+timezone = "UTC"
+currency = "EUR"
+
+[[plan]]
+name = "sinkplan"
+effective_from = "2026-01-01"
+
+[plan.services.data]
+unit = "byte"
+block = 1000
+
+[[plan.services.data.rates]]
+name = "Data"
+price = "0.01"
+
+[plan.services.sms]
+unit = "event"
+
+[[plan.services.sms.rates]]
+name = "SMS"
+price = "0.05"
+"""
+FAST = SinkSettings(batch_size=50, poll_interval_s=0.01, retry_max_s=0.2, claim_idle_s=60.0)
+
+
+@pytest.fixture
+async def store(redis_url: str, key_prefix: str) -> AsyncIterator[BalanceStore]:
+    s = await BalanceStore.connect(
+        RedisSettings(url=redis_url, key_prefix=key_prefix, partitions=4), BalanceSettings()
+    )
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def service(store: BalanceStore) -> ChargingService:
+    catalog = Catalog(parse_tariff(TARIFF, "sink.toml"))
+    return ChargingService(store, catalog, BalanceSettings(reservation_ttl_s=60), clock=lambda: NOW)
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    c = await asyncpg.connect(database_url)
+    yield c
+    await c.close()
+
+
+def make_sink(
+    store: BalanceStore, dsn: str, settings: SinkSettings = FAST, consumer: str = "test"
+) -> ChargeSink:
+    streams = ChargeStreams(store.link, store.keys, settings.group, consumer)
+    return ChargeSink(streams, lambda: db.connect(dsn, 2.0), settings)
+
+
+async def new_accounts(store: BalanceStore, n: int, money: int = 100 * EUR) -> list[str]:
+    ids = [f"sk-{uuid.uuid4().hex[:10]}" for _ in range(n)]
+    for account_id in ids:
+        await store.put_account(
+            AccountRecord(account_id=account_id, kind=AccountKind.PREPAID, currency="EUR", plan="sinkplan")
+        )
+        await store.credit(account_id, money, key="opening", reason="topup", now=NOW)
+    return ids
+
+
+async def traffic(service: ChargingService, account_id: str, rounds: int, tag: str = "") -> None:
+    """A data session (start, updates, stop), an SMS and a refund per round."""
+    for r in range(rounds):
+        sid = f"s{tag}{r}"
+
+        def req(key: str, used: int, requested: int | None, sid: str = sid) -> SessionRequest:
+            item = UsageItem(item="rg1", service="data", used=used, requested=requested)
+            return SessionRequest(account_id=account_id, session_id=sid, key=key, items=(item,), now=NOW)
+
+        await service.initiate(req("0", 0, 100_000))
+        await service.update(req("1", 50_000, 100_000))
+        await service.terminate(req("2", 70_000, None))
+        await service.event(EventRequest(account_id=account_id, key=f"e{tag}{r}", service="sms", now=NOW))
+        await service.store.credit(account_id, 10_000, key=f"r{tag}{r}", reason="refund", now=NOW)
+
+
+async def entries_added(store: BalanceStore) -> int:
+    """Records ever appended to this test's charge streams."""
+    total = 0
+    for p in range(store.keys.partitions):
+        with contextlib.suppress(Exception):
+            info = await store.link.execute("XINFO", "STREAM", store.keys.stream(p))
+            total += int(dict(zip(info[::2], info[1::2], strict=True))[b"entries-added"])
+    return total
+
+
+async def backlog(store: BalanceStore) -> int:
+    lengths = [await store.link.execute("XLEN", store.keys.stream(p)) for p in range(store.keys.partitions)]
+    return sum(lengths)
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def drain(sink: ChargeSink, store: BalanceStore) -> None:
+    task = asyncio.create_task(sink.run())
+    try:
+        await until(lambda: _drained(store))
+    finally:
+        sink.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def _drained(store: BalanceStore) -> bool:
+    return await backlog(store) == 0
+
+
+async def assert_explained(
+    conn: asyncpg.Connection, store: BalanceStore, accounts: list[str], rejected: int = 0
+) -> None:
+    """Every account's live money equals what its ledger rows add up to, and every record ever written
+    is in the ledger exactly once."""
+    rows = await conn.fetch(
+        "select account_id, sum(amount)::bigint as total, count(*) as n from ledger_entries"
+        " where account_id = any($1) group by account_id",
+        accounts,
+    )
+    ledger = {r["account_id"]: int(r["total"]) for r in rows}
+    for account_id in accounts:
+        view = await store.query(account_id)
+        assert ledger.get(account_id) == view.balance + view.reserved, account_id
+    assert sum(int(r["n"]) for r in rows) == await entries_added(store) - rejected
+
+
+async def test_every_record_lands_once_with_its_fields(
+    store: BalanceStore, service: ChargingService, conn: asyncpg.Connection, database_url: str
+) -> None:
+    accounts = await new_accounts(store, 3)
+    for account_id in accounts:
+        await traffic(service, account_id, 2)
+    sink = make_sink(store, database_url)
+    await drain(sink, store)
+    await assert_explained(conn, store, accounts)
+    assert sink.stored == await entries_added(store) and sink.duplicates == 0
+    usage = await conn.fetch(
+        "select * from ledger_entries where account_id = $1 and kind = 'usage'"
+        " order by stream_ms, stream_seq",
+        accounts[0],
+    )
+    # the stop of the first session: 70 kB at 0.01 per kB is 0.70, from the session's own record
+    stop = next(r for r in usage if r["entry_id"].endswith(":2:1") and r["session_id"] == "s0")
+    assert (stop["service"], stop["item"], stop["units"], stop["amount"]) == ("data", "rg1", 70_000, -700_000)
+    assert stop["occurred_at"] == NOW
+    where = await conn.fetchval(
+        "select tableoid::regclass::text from ledger_entries where entry_id = $1", stop["entry_id"]
+    )
+    assert where == "ledger_entries_2026_11"
+    # the next month's partition is ready before the first record of that month arrives
+    assert (
+        await conn.fetchval("select to_regclass('ledger_entries_2026_12')::text") == "ledger_entries_2026_12"
+    )
+    # acknowledged records are trimmed from Redis
+    assert await backlog(store) == 0
+
+
+async def test_a_batch_stored_but_not_acknowledged_is_replayed_into_nothing(
+    store: BalanceStore, service: ChargingService, conn: asyncpg.Connection, database_url: str
+) -> None:
+    accounts = await new_accounts(store, 2)
+    for account_id in accounts:
+        await traffic(service, account_id, 3)
+    # a sink reads a batch, commits it, and dies before acknowledging it
+    first = make_sink(store, database_url, consumer="crashed")
+    await first.streams.ensure_groups()
+    batches = await first.streams.read_new(1000)
+    assert await first.store(batches)
+    await first._close()
+    # the same consumer restarts: its pending entries come first, and none is stored twice
+    again = make_sink(store, database_url, consumer="crashed")
+    await drain(again, store)
+    assert again.stored == 0 and again.duplicates == first.stored > 0
+    await assert_explained(conn, store, accounts)
+
+
+async def test_entries_another_sink_left_pending_are_claimed(
+    store: BalanceStore, service: ChargingService, conn: asyncpg.Connection, database_url: str
+) -> None:
+    accounts = await new_accounts(store, 2)
+    for account_id in accounts:
+        await traffic(service, account_id, 2)
+    dead = make_sink(store, database_url, consumer="dead")
+    await dead.streams.ensure_groups()
+    assert await dead.streams.read_new(1000)  # read, never stored, never acknowledged
+    await asyncio.sleep(0.3)
+    claimer = make_sink(
+        store, database_url, SinkSettings(poll_interval_s=0.01, claim_idle_s=0.2), consumer="other"
+    )
+    await drain(claimer, store)
+    await assert_explained(conn, store, accounts)
+
+
+async def test_postgresql_gone_mid_stream_loses_and_doubles_nothing(
+    store: BalanceStore, service: ChargingService, conn: asyncpg.Connection, database_url: str
+) -> None:
+    parts = urlsplit(database_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    via_proxy = database_url.replace(f"{parts.hostname}:{parts.port or 5432}", f"127.0.0.1:{proxy.port}")
+    if via_proxy == database_url:  # a DSN without host:port
+        via_proxy = f"postgresql://{parts.username or 'postgres'}@127.0.0.1:{proxy.port}{parts.path}"
+    accounts = await new_accounts(store, 4)
+    sink = make_sink(store, via_proxy)
+    task = asyncio.create_task(sink.run())
+    try:
+        done = asyncio.Event()
+
+        async def charge(account_id: str) -> None:
+            n = 0
+            while not done.is_set():
+                await traffic(service, account_id, 1, tag=f"x{n}")
+                n += 1
+
+        charging = asyncio.gather(*(charge(a) for a in accounts))
+        await until(lambda: _stored_some(sink))
+        await proxy.cut()  # PostgreSQL unreachable while charging goes on
+        stored_before = sink.stored
+        await asyncio.sleep(1.0)
+        assert await backlog(store) > 0  # the backlog waits in Redis
+        await proxy.restore()
+        await asyncio.sleep(0.5)
+        done.set()
+        await charging
+        await until(lambda: _drained(store))
+    finally:
+        sink.stop()
+        await asyncio.wait_for(task, 10)
+        await proxy.close()
+    assert sink.stored > stored_before
+    await assert_explained(conn, store, accounts)
+
+
+async def _stored_some(sink: ChargeSink) -> bool:
+    return sink.stored > 0
+
+
+async def _stored(sink: ChargeSink, n: int) -> bool:
+    return sink.stored >= n
+
+
+async def test_an_entry_that_is_no_charge_record_is_kept_aside_and_the_sink_goes_on(
+    store: BalanceStore, service: ChargingService, conn: asyncpg.Connection, database_url: str
+) -> None:
+    accounts = await new_accounts(store, 1)
+    stream = store.keys.account(accounts[0]).stream
+    bad_id = (
+        await store.link.execute("XADD", stream, "*", "id", "x", "a", accounts[0], "k", "usage")
+    ).decode()
+    await traffic(service, accounts[0], 1)
+    await drain(make_sink(store, database_url), store)
+    reject = await conn.fetchrow("select * from ledger_rejects where stream_id = $1", bad_id)
+    assert reject is not None and "lacks field" in reject["reason"] and accounts[0] in reject["fields"]
+    await assert_explained(conn, store, accounts, rejected=1)
+
+
+async def test_records_stay_in_redis_until_every_group_has_them(
+    store: BalanceStore, service: ChargingService, database_url: str
+) -> None:
+    accounts = await new_accounts(store, 1)
+    await traffic(service, accounts[0], 1)
+    await drain(make_sink(store, database_url), store)
+    written = await entries_added(store)
+    other = ChargeStreams(store.link, store.keys, "audit", "a1")
+    await other.ensure_groups()  # a second group that starts from the first entry still there
+    await traffic(service, accounts[0], 1, tag="b")
+    sink = make_sink(store, database_url)
+    task = asyncio.create_task(sink.run())
+    new = await entries_added(store) - written
+    try:
+        await until(lambda: _stored(sink, new))
+    finally:
+        sink.stop()
+        await task
+    # stored and acknowledged by the sink's group, still held for the audit group
+    assert await backlog(store) == new > 0
+    batches = await other.read_new(1000)
+    for batch in batches:
+        await other.ack(batch.partition, batch.ids)
+    assert await backlog(store) == 0
+
+
+def test_parse_entry_reads_every_field() -> None:
+    values = [b"id", b"A:s:x:1:1", b"a", b"A", b"k", b"usage", b"s", b"data", b"i", b"rg1", b"sess", b"x",
+              b"u", b"70000", b"bu", b"0", b"m", b"-700", b"t", b"1795428000000", b"f", b"", b"bal", b"5",
+              b"rsv", b"0"]  # fmt: skip
+    record = parse_entry(3, b"1795428000123-7", values)
+    assert record.entry_id == "A:s:x:1:1" and record.amount == -700 and record.flags is None
+    assert record.occurred_at == datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    assert (record.stream_partition, record.stream_id) == (3, "1795428000123-7")
+    with pytest.raises(ValueError, match="odd number"):
+        parse_entry(0, b"1-1", values[:-1])
+    with pytest.raises(ValueError, match="bad value"):
+        parse_entry(0, b"1-1", [b"id", b"x", b"a", b"A", b"k", b"usage", b"m", b"lots", b"t", b"1"])
+
+
+# --- property: whatever the traffic and however often the sink dies, the ledger explains every balance
+Operation = tuple[str, int, int]
+operations = st.lists(
+    st.tuples(st.sampled_from(["session", "event", "refund", "reap", "crash"]), st.integers(0, 2),
+              st.integers(1, 200_000)),
+    min_size=1,
+    max_size=12,
+)  # fmt: skip
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations)
+async def test_property_ledger_explains_every_balance(
+    redis_url: str, database_url: str, ops: list[Operation]
+) -> None:
+    prefix = "tp" + uuid.uuid4().hex[:10]
+    store = await BalanceStore.connect(
+        RedisSettings(url=redis_url, key_prefix=prefix, partitions=2), BalanceSettings()
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        catalog = Catalog(parse_tariff(TARIFF, "sink.toml"))
+        clock = [NOW]
+        service = ChargingService(
+            store, catalog, BalanceSettings(reservation_ttl_s=60), clock=lambda: clock[0]
+        )
+        accounts = await new_accounts(store, 3, money=5 * EUR)
+        for n, (op, who, size) in enumerate(ops):
+            await _apply(store, service, conn, database_url, clock, accounts[who], n, op, size)
+        # the sinks that died left their entries pending: this one claims them
+        claiming = SinkSettings(batch_size=5, poll_interval_s=0.01, claim_idle_s=0.02)
+        await drain(make_sink(store, database_url, claiming, consumer="last"), store)
+        await assert_explained(conn, store, accounts)
+    finally:
+        await conn.close()
+        keys: list[Any] = await store.link.execute("KEYS", f"{prefix}:*")
+        if keys:
+            await store.link.execute("DEL", *keys)
+        await store.close()
+
+
+async def _apply(
+    store: BalanceStore,
+    service: ChargingService,
+    conn: asyncpg.Connection,
+    dsn: str,
+    clock: list[datetime],
+    account_id: str,
+    n: int,
+    op: str,
+    size: int,
+) -> None:
+    at = clock[0]
+    if op == "session":
+        item = UsageItem(item="rg1", service="data", requested=size)
+        await service.initiate(
+            SessionRequest(account_id=account_id, session_id=f"s{n}", key="0", items=(item,), now=at)
+        )
+        if size % 2:  # half the sessions end; the others are left for the reaper
+            used = UsageItem(item="rg1", service="data", used=size // 2)
+            await service.terminate(
+                SessionRequest(account_id=account_id, session_id=f"s{n}", key="1", items=(used,), now=at)
+            )
+    elif op == "event":
+        await service.event(
+            EventRequest(account_id=account_id, key=f"e{n}", service="sms", units=1 + size % 3, now=at)
+        )
+    elif op == "refund":
+        await store.credit(account_id, size, key=f"r{n}", reason="refund", now=at)
+    elif op == "reap":
+        clock[0] = at + timedelta(minutes=2)
+        await store.reap(clock[0])
+    else:  # a sink stores what is there and dies before acknowledging; the next one replays it
+        sink = make_sink(store, dsn, consumer=f"c{n % 2}")
+        await sink.streams.ensure_groups()
+        batches = await sink.streams.read_new(3)
+        if batches:
+            assert await sink.store(batches)
+        await sink._close()
+    del conn  # the connection is the test's; the ledger is checked at the end
+
+
+async def test_ledger_store_counts_a_replay_as_duplicates(
+    store: BalanceStore, service: ChargingService, conn: asyncpg.Connection
+) -> None:
+    accounts = await new_accounts(store, 1)
+    await traffic(service, accounts[0], 1)
+    streams = ChargeStreams(store.link, store.keys, "g", "c")
+    await streams.ensure_groups()
+    records = [r for b in await streams.read_new(100) for r in b.records]
+    ledger = Ledger(conn)
+    first = await ledger.store(records)
+    again = await ledger.store(records + records[:1])
+    assert (first.inserted, first.duplicates) == (len(records), 0)
+    assert (again.inserted, again.duplicates) == (0, len(records) + 1)
