@@ -20,6 +20,7 @@ from balance.keys import KeySpace
 from balance.link import RedisLink, ResponseError
 
 STREAM_ACK = scripts.load("stream_ack.lua")
+SNAPSHOT = scripts.load("snapshot.lua")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -185,12 +186,28 @@ class ChargeStreams:
         """Every partition's lag (trimming on the way)."""
         return list(await asyncio.gather(*(self.ack(p, ()) for p in range(len(self.streams)))))
 
-    async def last_ids(self) -> list[str]:
-        """The newest entry id of every stream ("0-0" for an empty or absent one)."""
-        replies = await asyncio.gather(
-            *(self.link.execute("XREVRANGE", s, "+", "-", "COUNT", 1) for s in self.streams)
-        )
-        return [r[0][0].decode() if r else "0-0" for r in replies]
+    async def snapshot(
+        self, partition: int, account_ids: Sequence[str]
+    ) -> tuple[str, dict[str, tuple[int, int] | None]]:
+        """At one instant: the id of the newest record ever appended to a partition's stream ("0-0":
+        none) and the available and reserved money of some of its accounts (None: not in Redis)."""
+        keys = [self.keys.account(a).account for a in account_ids]
+        last, money = await self.link.run_script(SNAPSHOT, (self.streams[partition], *keys), ())
+        found: dict[str, tuple[int, int] | None] = {
+            a: (int(m[0]), int(m[1])) if m else None for a, m in zip(account_ids, money, strict=True)
+        }
+        return last.decode(), found
+
+    async def account_ids(self) -> set[str]:
+        """Every account the live store holds (SCAN: accounts created meanwhile may be missed)."""
+        found: set[str] = set()
+        cursor: bytes | int = 0
+        pattern = f"{self.keys.prefix}:{{*}}:a:*"
+        while True:
+            cursor, keys = await self.link.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            found.update(k.decode().rsplit(":a:", 1)[1] for k in keys)
+            if int(cursor) == 0:
+                return found
 
     async def entries_up_to(self, partition: int, last_id: str, page: int = 10_000) -> list[ChargeRecord]:
         """Every entry still in a partition's stream up to and including ``last_id``."""

@@ -29,6 +29,7 @@ _MODULES = (
     "topup",
     "balance_cmd",
     "redis_cmd",
+    "reconcile",
     "bench",
 )
 

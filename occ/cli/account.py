@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from balance.link import RedisError
 from balance.records import AccountKind, AccountRecord, AccountStatus, BucketRecord
 from balance.store import BalanceStore, StoreUnavailable
 from billing import db
@@ -59,6 +60,8 @@ def failures() -> Iterator[None]:
         raise common.UsageError(str(exc)) from None
     except (ProvisioningError, DatabaseUnavailable, StoreUnavailable) as exc:
         raise common.CommandError(str(exc)) from None
+    except RedisError as exc:
+        raise common.CommandError(f"Redis failed: {exc}") from None
     except OSError as exc:
         raise common.CommandError(f"connection failed: {_one_line(exc)}") from None
 
@@ -72,7 +75,14 @@ def usage(check: Callable[[], Any]) -> None:
 
 
 def provision(args: argparse.Namespace, operation: Callable[[Provisioning], Awaitable[T]]) -> T:
-    """Open PostgreSQL and the live store, run one operation, close both."""
+    """Open PostgreSQL and the live store, run one provisioning operation, close both."""
+    return connected(args, lambda conn, store: operation(Provisioning(conn, store)))
+
+
+def connected(
+    args: argparse.Namespace, operation: Callable[[asyncpg.Connection, BalanceStore], Awaitable[T]]
+) -> T:
+    """Open PostgreSQL and the live store, run one operation on both, close both."""
     s = common.settings(args)
 
     async def main() -> T:
@@ -80,7 +90,7 @@ def provision(args: argparse.Namespace, operation: Callable[[Provisioning], Awai
         try:
             store = await BalanceStore.connect(s.redis, s.balance)
             try:
-                return await operation(Provisioning(conn, store))
+                return await operation(conn, store)
             finally:
                 await store.close()
         finally:

@@ -1,0 +1,38 @@
+"""Fixtures of the billing tests: a live store under a fresh key prefix, a charging service on it, and a
+PostgreSQL connection to the session's database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from balance.service import ChargingService
+from balance.settings import BalanceSettings, RedisSettings
+from balance.store import BalanceStore
+from rating_core.tariff import Catalog
+from rating_core.tariff_file import parse_tariff
+from tests.billing.charging import NOW, TARIFF
+
+
+@pytest.fixture
+async def store(redis_url: str, key_prefix: str) -> AsyncIterator[BalanceStore]:
+    s = await BalanceStore.connect(
+        RedisSettings(url=redis_url, key_prefix=key_prefix, partitions=4), BalanceSettings()
+    )
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def service(store: BalanceStore) -> ChargingService:
+    catalog = Catalog(parse_tariff(TARIFF, "sink.toml"))
+    return ChargingService(store, catalog, BalanceSettings(reservation_ttl_s=60), clock=lambda: NOW)
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    c = await asyncpg.connect(database_url)
+    yield c
+    await c.close()
