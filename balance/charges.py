@@ -80,36 +80,62 @@ def _int(value: bytes | None) -> int | None:
     return int(value) if value is not None and value != b"" else None
 
 
+# The fields of a record in the order lib.lua's add_record writes them.
+_LAYOUT = [
+    b"id",
+    b"a",
+    b"k",
+    b"s",
+    b"i",
+    b"sess",
+    b"u",
+    b"bu",
+    b"m",
+    b"rel",
+    b"ref",
+    b"t",
+    b"f",
+    b"bal",
+    b"rsv",
+]
+_REQUIRED = (b"id", b"a", b"k", b"m", b"t")
+
+
 def parse_entry(partition: int, entry_id: bytes, values: Sequence[bytes]) -> ChargeRecord:
-    """A stream entry (id, [field, value, ...]) as a record; raises ValueError on a malformed one."""
-    if len(values) % 2:
-        raise ValueError(f"charge record {entry_id.decode()} has an odd number of fields")
-    f = dict(zip(values[::2], values[1::2], strict=True))
+    """A stream entry (id, [field, value, ...]) as a record; raises ValueError on a malformed one.
+
+    Entries in add_record's layout are taken by position; any other order of fields is accepted too."""
+    if values[::2] != _LAYOUT:
+        if len(values) % 2:
+            raise ValueError(f"charge record {entry_id.decode()} has an odd number of fields")
+        f = dict(zip(values[::2], values[1::2], strict=True))
+        for name in _REQUIRED:
+            if name not in f:
+                raise ValueError(f"charge record {entry_id.decode()} lacks field {name.decode()!r}")
+        values = [x for name in _LAYOUT for x in (name, f.get(name))]
+    eid, a, k, s, i, sess, u, bu, m, rel, ref, t, fl, bal, rsv = values[1::2]
     ms, _, seq = entry_id.partition(b"-")
     try:
-        occurred_ms = int(f[b"t"])
         return ChargeRecord(
-            f[b"id"].decode(),
-            f[b"a"].decode(),
-            f[b"k"].decode(),
-            _text(f.get(b"s")),
-            _text(f.get(b"i")),
-            _text(f.get(b"sess")),
-            _int(f.get(b"u")),
-            _int(f.get(b"bu")),
-            int(f[b"m"]),
-            _int(f.get(b"rel")),
-            _text(f.get(b"ref")),
-            _int(f.get(b"bal")),
-            _int(f.get(b"rsv")),
-            _text(f.get(b"f")),
-            _EPOCH + timedelta(milliseconds=occurred_ms),
+            eid.decode(),
+            a.decode(),
+            k.decode(),
+            _text(s),
+            _text(i),
+            _text(sess),
+            _int(u),
+            _int(bu),
+            int(m),
+            _int(rel),
+            _text(ref),
+            _int(bal),
+            _int(rsv),
+            _text(fl),
+            _EPOCH + timedelta(milliseconds=int(t)),
             partition,
             int(ms),
             int(seq),
         )
-    except KeyError as exc:
-        raise ValueError(f"charge record {entry_id.decode()} lacks field {exc.args[0].decode()!r}") from None
     except (ValueError, OverflowError) as exc:
         raise ValueError(f"charge record {entry_id.decode()} has a bad value: {exc}") from None
 

@@ -71,37 +71,51 @@ class ChargeSink:
             if not await self._retry("redis", self.streams.ensure_groups):
                 return
             pending = True  # first what this consumer read before a restart and never acknowledged
+            ahead: asyncio.Task[list[Batch]] | None = None  # the next round, read while one is stored
             next_claim = next_lag = 0.0
-            while not self._stop.is_set():
-                now = time.monotonic()
-                batches: list[Batch] = []
-                try:
-                    if pending:
-                        batches = await self.streams.read_pending(self.settings.batch_size)
-                        pending = bool(batches)
-                    else:
-                        batches = await self.streams.read_new(self.settings.batch_size)
-                    if now >= next_claim:
-                        next_claim = now + self.settings.claim_idle_s / 2
-                        batches += await self.streams.claim(
-                            self.settings.batch_size, int(self.settings.claim_idle_s * 1000)
-                        )
-                    if not batches and now >= next_lag:
-                        next_lag = now + _LAG_INTERVAL_S
-                        self._set_lag(list(enumerate(await self.streams.lag())))
-                except RedisError as exc:
-                    metrics.SINK_ERRORS.labels(service="redis").inc()
-                    log.warning("charge sink cannot read the charge streams reason=%s", exc)
-                    if await self._pause(self.settings.retry_max_s):
-                        return
-                    continue
-                if batches:
+            try:
+                while not self._stop.is_set():
+                    now = time.monotonic()
+                    batches: list[Batch] = []
+                    try:
+                        if ahead is not None:
+                            batches, ahead = await ahead, None
+                        elif pending:
+                            batches = await self.streams.read_pending(self.settings.batch_size)
+                            pending = bool(batches)
+                        else:
+                            batches = await self.streams.read_new(self.settings.batch_size)
+                        if now >= next_claim:
+                            next_claim = now + self.settings.claim_idle_s / 2
+                            batches += await self.streams.claim(
+                                self.settings.batch_size, int(self.settings.claim_idle_s * 1000)
+                            )
+                        if not batches and now >= next_lag:
+                            next_lag = now + _LAG_INTERVAL_S
+                            self._set_lag(list(enumerate(await self.streams.lag())))
+                    except RedisError as exc:
+                        metrics.SINK_ERRORS.labels(service="redis").inc()
+                        log.warning("charge sink cannot read the charge streams reason=%s", exc)
+                        if await self._pause(self.settings.retry_max_s):
+                            return
+                        continue
+                    if not batches:
+                        if await self._pause(self.settings.poll_interval_s):
+                            return
+                        continue
+                    if not pending:
+                        # Redis reads the next round while PostgreSQL stores this one; were the sink
+                        # to stop meanwhile, that round stays pending for this consumer's next start
+                        ahead = asyncio.create_task(self.streams.read_new(self.settings.batch_size))
                     if not await self.store(batches):
                         return  # stopped while PostgreSQL was away: the batch stays pending in Redis
                     if not await self._retry("redis", functools.partial(self._ack, batches)):
                         return
-                elif await self._pause(self.settings.poll_interval_s):
-                    return
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, RedisError):
+                        await ahead
         finally:
             await self._close()
 

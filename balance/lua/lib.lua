@@ -16,9 +16,10 @@
 --   cy:<service>:<cycle>: tier counter (charged units this cycle).
 -- The partition's reaper index (zset "<account>|<session>" -> expiry ms) gets a member when a session is
 -- created; its score may lag behind renewals: the reap script re-checks the session's own expiry.
--- Charge stream entry fields: id (unique across accounts: starts with the account id), a (account), k (kind: usage|event|topup|refund|adjustment|expiry),
---   s (service), i (item), sess, u (units), bu (units taken from buckets), m (signed money moved:
---   debits negative), rel (reserved money released, expiry only), ref, bal, rsv (after), t (ms), f (flags).
+-- Charge stream entry fields, always all of them and in this order (add_record): id (unique across
+--   accounts: starts with the account id), a (account), k (kind: usage|event|topup|refund|adjustment|
+--   expiry), s (service), i (item), sess, u (units), bu (units taken from buckets), m (signed money moved:
+--   debits negative), rel (reserved money released, expiry only), ref, t (ms), f (flags), bal, rsv (after).
 
 local OK, DUPLICATE, NEED_VIEW, NEED_QUOTE, UNKNOWN_ACCOUNT, REFUSED = 0, 1, 2, 3, 4, 5
 local MAX_EXACT = 9007199254740991  -- 2^53 - 1: beyond it doubles lose integers
@@ -142,11 +143,16 @@ local function reserve_bucket_units(acct, svc, want, now)
   return got, alloc
 end
 
+-- Every record has every field, in this order ("" where a kind has no value), so a reader can take
+-- them by position (balance/charges.py) instead of building a map per record.
+local RECORD_FIELDS = {'s', 'i', 'sess', 'u', 'bu', 'm', 'rel', 'ref', 't', 'f'}
+
 local function add_record(stream, id, acct_id, acct, kind, fields)
   local args = {stream, '*', 'id', id, 'a', acct_id, 'k', kind}
-  for k, v in pairs(fields) do
+  for _, k in ipairs(RECORD_FIELDS) do
+    local v = fields[k]
     args[#args + 1] = k
-    if type(v) == 'number' then args[#args + 1] = fmt(v) else args[#args + 1] = v end
+    if type(v) == 'number' then args[#args + 1] = fmt(v) else args[#args + 1] = v or '' end
   end
   args[#args + 1] = 'bal'
   args[#args + 1] = fmt(acct.bal)
