@@ -1,7 +1,7 @@
 """Charge sink benchmark: charge records/s from the Redis streams into the ledger, next to raw asyncpg COPY
 of the same rows, in the same run.
 
-    python benchmarks/bench_sink.py [--records 200000] [--accounts 1000] [--batch-size 2000]
+    python benchmarks/bench_sink.py [--records 200000] [--accounts 1000] [--batch-size 1000]
         [--redis redis://127.0.0.1:6379/0] [--database postgresql://postgres@127.0.0.1:5432/postgres]
 
 Records shaped like the session script's usage records are appended to the 16 partition streams of a
@@ -189,7 +189,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--accounts", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=2000, help="entries per partition per round")
+    parser.add_argument("--batch-size", type=int, default=1000, help="entries per partition per round")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument(
         "--database", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin DSN"

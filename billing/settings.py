@@ -21,7 +21,7 @@ class SinkSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     # acknowledge are read again by the same name after a restart, or claimed by another after claim_idle_s.
     consumer: str = ""
     # Entries read per stream partition in one round; one round is one PostgreSQL transaction.
-    batch_size: int = 2000
+    batch_size: int = 1000
     # Pause between rounds that found nothing to do.
     poll_interval_s: float = 0.05
     claim_idle_s: float = 60.0

@@ -72,6 +72,7 @@ class ChargeSink:
                 return
             pending = True  # first what this consumer read before a restart and never acknowledged
             ahead: asyncio.Task[list[Batch]] | None = None  # the next round, read while one is stored
+            acking: asyncio.Task[bool] | None = None  # the last round's acknowledgement
             next_claim = next_lag = 0.0
             try:
                 while not self._stop.is_set():
@@ -109,9 +110,18 @@ class ChargeSink:
                         ahead = asyncio.create_task(self.streams.read_new(self.settings.batch_size))
                     if not await self.store(batches):
                         return  # stopped while PostgreSQL was away: the batch stays pending in Redis
-                    if not await self._retry("redis", functools.partial(self._ack, batches)):
+                    # acknowledged while the next round is stored; one at a time, in order. Pending
+                    # entries are read again until acknowledged, so that phase waits for it
+                    if acking is not None and not await acking:
                         return
+                    acking = asyncio.create_task(self._retry("redis", functools.partial(self._ack, batches)))
+                    if pending:
+                        done, acking = acking, None
+                        if not await done:
+                            return
             finally:
+                if acking is not None:
+                    await acking
                 if ahead is not None:
                     ahead.cancel()
                     with contextlib.suppress(asyncio.CancelledError, RedisError):
@@ -122,8 +132,6 @@ class ChargeSink:
     async def store(self, batches: Sequence[Batch]) -> bool:
         """Store the batches in one transaction, retrying until it worked (True) or the sink is stopped
         (False: nothing of the batch is acknowledged, so nothing is lost)."""
-        records = [r for b in batches for r in b.records]
-        rejects = [(b.partition, *reject) for b in batches for reject in b.rejects]
         for entry_id, _, reason in (reject for b in batches for reject in b.rejects):
             log.error("charge stream entry is not a charge record id=%s reason=%s", entry_id, reason)
         delay, down_since = 0.1, 0.0
@@ -131,7 +139,7 @@ class ChargeSink:
             try:
                 ledger = await self._open()
                 started = time.perf_counter()
-                stored = await ledger.store(records, rejects)
+                stored = await ledger.store(batches)
                 metrics.SINK_COMMIT_SECONDS.observe(time.perf_counter() - started)
                 break
             except _DATABASE_ERRORS as exc:

@@ -16,6 +16,15 @@ REDIS_URL = os.environ.get("OCC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_DSN = os.environ.get("OCC_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+@pytest.fixture(autouse=True)
+def _no_config_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests name their Redis, database and ports in the config files they write; the overrides that
+    scripts/services.sh exports for the developer's shell (OCC_DATABASE_URL, ...) must not redirect
+    them, nor the daemons they spawn."""
+    for name in ("OCC_REDIS_URL", "OCC_DATABASE_URL", "OCC_METRICS_PORT", "OCC_RUN_DIR", "OCC_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def redis_url() -> str:
     return REDIS_URL

@@ -8,7 +8,7 @@
 -- `occ reconcile` names accounts the live store charges but PostgreSQL does not know.
 
 alter table ledger_entries rename to ledger_entries_0001;
-alter index ledger_entries_account_idx rename to ledger_entries_0001_account_idx;
+drop index ledger_entries_account_idx;
 
 create table ledger_entries (
     entry_id         text not null,
@@ -41,7 +41,8 @@ create table ledger_entries (
     primary key (entry_id, occurred_at)
 ) partition by range (occurred_at);
 
-create index ledger_entries_account_idx on ledger_entries (account_id, occurred_at);
+-- No index by account: the ledger is read in bulk, a month partition at a time (billing run, statements,
+-- reconcile, GL), and every index costs the sink on each of its rows.
 
 -- Month partitions are created on demand (billing.ledger.ensure_partitions) as ledger_entries_YYYY_MM,
 -- for months in UTC. Rows of the plain table move over here.

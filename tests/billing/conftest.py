@@ -14,6 +14,7 @@ from balance.store import BalanceStore
 from rating_core.tariff import Catalog
 from rating_core.tariff_file import parse_tariff
 from tests.billing.charging import NOW, TARIFF
+from tests.occ.test_daemon import make_daemon  # noqa: F401  (a fixture of the daemon tests, used here too)
 
 
 @pytest.fixture

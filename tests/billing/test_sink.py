@@ -303,9 +303,39 @@ async def test_ledger_store_counts_a_replay_as_duplicates(
     await traffic(service, accounts[0], 1)
     streams = ChargeStreams(store.link, store.keys, "g", "c")
     await streams.ensure_groups()
-    records = [r for b in await streams.read_new(100) for r in b.records]
+    batches = await streams.read_new(100)
+    n = sum(len(b.lines) for b in batches)
     ledger = Ledger(conn)
-    first = await ledger.store(records)
-    again = await ledger.store(records + records[:1])
-    assert (first.inserted, first.duplicates) == (len(records), 0)
-    assert (again.inserted, again.duplicates) == (0, len(records) + 1)
+    first = await ledger.store(batches)
+    batches[0].lines.append(batches[0].lines[0])
+    again = await ledger.store(batches)
+    assert (first.inserted, first.duplicates) == (n, 0)
+    assert (again.inserted, again.duplicates) == (0, n + 1)
+
+
+async def test_odd_values_are_escaped_and_values_postgresql_refuses_are_kept_aside(
+    store: BalanceStore, service: ChargingService, conn: asyncpg.Connection, database_url: str
+) -> None:
+    accounts = await new_accounts(store, 1)
+    odd = "nas\t1\\x\nport\r"  # a NAS may put anything in a session id
+    start = UsageItem(item="rg1", service="data", requested=1000)
+    await service.initiate(
+        SessionRequest(account_id=accounts[0], session_id=odd, key="0", items=(start,), now=NOW)
+    )
+    stop = UsageItem(item="rg1", service="data", used=500)
+    await service.terminate(
+        SessionRequest(account_id=accounts[0], session_id=odd, key="1", items=(stop,), now=NOW)
+    )
+    # a record in add_record's layout that PostgreSQL refuses: its amount is no integer
+    stream = store.keys.account(accounts[0]).stream
+    bad = [*("id", "x:1", "a", accounts[0], "k", "usage", "s", "", "i", "", "sess", "", "u", ""),
+           *("bu", "", "m", "1e3", "rel", "", "ref", "", "t", "1795428000000", "f", ""),
+           *("bal", "0", "rsv", "0")]  # fmt: skip
+    bad_id = (await store.link.execute("XADD", stream, "*", *bad)).decode()
+    await traffic(service, accounts[0], 1)
+    await drain(make_sink(store, database_url), store)
+    rows = await conn.fetch("select session_id, kind from ledger_entries where account_id = $1", accounts[0])
+    assert [r["session_id"] for r in rows].count(odd) == 1, rows
+    reject = await conn.fetchrow("select * from ledger_rejects where stream_id = $1", bad_id)
+    assert reject is not None and "PostgreSQL refused it" in reject["reason"]
+    await assert_explained(conn, store, accounts, rejected=1)
