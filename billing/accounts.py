@@ -62,6 +62,17 @@ async def plan_exists(conn: asyncpg.Connection, plan: str) -> bool:
 
 
 # --- accounts -------------------------------------------------------------------------------------
+async def start_plan(conn: asyncpg.Connection, account_id: str, plan: str, at: datetime) -> None:
+    """End the account's current plan (if any) at ``at`` and start ``plan`` there: the history the
+    billing run prorates recurring fees by."""
+    await conn.execute(
+        "update account_plans set ended_at = $2 where account_id = $1 and ended_at is null", account_id, at
+    )
+    await conn.execute(
+        "insert into account_plans (account_id, plan, started_at) values ($1, $2, $3)", account_id, plan, at
+    )
+
+
 async def insert_account(conn: asyncpg.Connection, record: AccountRecord, now: datetime) -> bool:
     """Insert the account; False (and nothing written) when the ID is taken."""
     row = await conn.fetchrow(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import msgspec
 
 from balance.keys import ACCOUNT_ID
 from balance.records import AccountKind, AccountRecord, AccountStatus, AccountView, BucketRecord
@@ -252,6 +253,8 @@ class Provisioning:
             if not await accounts.plan_exists(conn, record.plan):
                 raise InvalidInput(f"unknown plan {record.plan!r}")
             created = await accounts.insert_account(conn, record, now)
+            if created:
+                await accounts.start_plan(conn, record.account_id, record.plan, now)
             current = await self._account(record.account_id, lock=True)
             if not created:
                 _same_account(record, current)
@@ -289,6 +292,33 @@ class Provisioning:
         except UnknownAccount:
             raise NotInLiveStore(account_id) from None
         return Outcome.EXISTS if previous is status else Outcome.UPDATED
+
+    async def set_plan(self, account_id: str, plan: str, *, now: datetime) -> Outcome:
+        """Move the account to ``plan`` from ``now``: PostgreSQL (plan and plan history) first, then the
+        live store, whose sessions in progress keep the plan they started under."""
+        check_account_id(account_id)
+        conn = self._conn
+        async with conn.transaction():
+            current = await self._account(account_id, lock=True)
+            if current.plan != plan:
+                try:
+                    version = (await load_catalog(conn)).plan(plan, at=now)
+                except UnknownPlan as exc:
+                    raise InvalidInput(str(exc)) from None
+                if version.currency != current.currency:
+                    raise InvalidInput(f"plan {plan!r} charges in {version.currency}, not {current.currency}")
+                await conn.execute(
+                    "update accounts set plan = $2, updated_at = $3 where account_id = $1",
+                    account_id,
+                    plan,
+                    now,
+                )
+                await accounts.start_plan(conn, account_id, plan, now)
+        updated = msgspec.structs.replace(current, plan=plan)
+        if not await self._store.has_account(account_id):
+            raise NotInLiveStore(account_id)
+        await self._store.put_account(updated)
+        return Outcome.EXISTS if current.plan == plan else Outcome.UPDATED
 
     async def add_identity(self, identity: IdentityRow, *, now: datetime) -> Outcome:
         """Attach an identity; repeating it is harmless, repeating it with a new password changes the

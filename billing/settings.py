@@ -29,3 +29,27 @@ class SinkSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     retry_max_s: float = 5.0
     # /metrics and /health port of `occ sink` running alone (`occ serve` uses metrics.port).
     metrics_port: int = 9465
+
+
+class OperatorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An issuer of invoices: the company that bills the accounts assigned to it."""
+
+    name: str
+    address: str = ""
+    tax_id: str = ""
+    email: str = ""
+    bank: str = ""
+    # invoice numbers are <prefix><year>-<6 digits>, gapless per operator and year
+    invoice_prefix: str = "INV-"
+    payment_terms_days: int = 14
+    # tax rates as decimal fractions ("0.20" = 20 %), by service; default_tax for the others (fees too)
+    default_tax: str = "0.00"
+    taxes: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class BillingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # where `occ bill run --render` writes invoices: <output_dir>/<operator>/<number>.{html,pdf}
+    output_dir: str = "run/invoices"
+    operators: dict[str, OperatorSettings] = msgspec.field(
+        default_factory=lambda: {"default": OperatorSettings(name="occ operator")}
+    )

@@ -20,9 +20,10 @@ import msgspec
 from aaa.dictionary import DictionaryError
 from aaa.settings import RadiusSettings
 from balance.settings import BalanceSettings, RedisSettings
-from billing.settings import DatabaseSettings, SinkSettings
+from billing.settings import BillingSettings, DatabaseSettings, SinkSettings
 from occ.diameter.cc_settings import CreditControlSettings
 from occ.diameter.settings import DiameterSettings
+from rating_core.money import parse_money
 
 DEFAULT_CONFIG = Path("config/occ.toml")
 
@@ -63,6 +64,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     diameter: DiameterSettings = msgspec.field(default_factory=DiameterSettings)
     radius: RadiusSettings = msgspec.field(default_factory=RadiusSettings)
     sink: SinkSettings = msgspec.field(default_factory=SinkSettings)
+    billing: BillingSettings = msgspec.field(default_factory=BillingSettings)
 
 
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
@@ -167,8 +169,33 @@ def _check(s: Settings, source: str) -> None:
         if units <= 0:
             fail(f"balance.max_grants.{service}", "a positive number of units", units)
     _check_sink(s.sink, fail)
+    _check_billing(s.billing, fail)
     _check_diameter(s.diameter, fail)
     _check_radius(s.radius, source, fail)
+
+
+def _check_billing(b: BillingSettings, fail: Callable[[str, str, object], None]) -> None:
+    if "default" not in b.operators:
+        fail("billing.operators", 'an operator named "default" (accounts bill through it unless told)', "")
+    for name, op in b.operators.items():
+        where = f"billing.operators.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", name):
+            fail(where, "an operator id of letters, digits, '.', '_' or '-'", name)
+        if not op.name.strip():
+            fail(f"{where}.name", "the issuer's name", op.name)
+        if not re.fullmatch(r"[A-Za-z0-9._/-]{0,16}", op.invoice_prefix):
+            fail(
+                f"{where}.invoice_prefix", "up to 16 letters, digits, '.', '_', '/' or '-'", op.invoice_prefix
+            )
+        if not 0 <= op.payment_terms_days <= 365:
+            fail(f"{where}.payment_terms_days", "0-365 days", op.payment_terms_days)
+        for key, rate in [("default_tax", op.default_tax), *((f"taxes.{k}", v) for k, v in op.taxes.items())]:
+            try:
+                ppm: int = parse_money(rate)
+            except ValueError:
+                ppm = -1
+            if not 0 <= ppm <= 1_000_000:
+                fail(f"{where}.{key}", 'a rate between "0" and "1" such as "0.20"', rate)
 
 
 def _check_sink(k: SinkSettings, fail: Callable[[str, str, object], None]) -> None:

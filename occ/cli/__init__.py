@@ -30,6 +30,8 @@ _MODULES = (
     "balance_cmd",
     "redis_cmd",
     "reconcile",
+    "bill",
+    "invoice",
     "bench",
 )
 

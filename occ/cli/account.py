@@ -79,6 +79,21 @@ def provision(args: argparse.Namespace, operation: Callable[[Provisioning], Awai
     return connected(args, lambda conn, store: operation(Provisioning(conn, store)))
 
 
+def with_database(args: argparse.Namespace, operation: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Open PostgreSQL, run one operation, close it."""
+    s = common.settings(args)
+
+    async def main() -> T:
+        conn = await db.connect(s.database.url, s.database.connect_timeout_s)
+        try:
+            return await operation(conn)
+        finally:
+            await conn.close()
+
+    with failures():
+        return common.run(main())
+
+
 def connected(
     args: argparse.Namespace, operation: Callable[[asyncpg.Connection, BalanceStore], Awaitable[T]]
 ) -> T:
@@ -163,6 +178,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status.add_argument("status", metavar="STATUS", choices=[s.value for s in AccountStatus])
     status.set_defaults(handler=_set_status)
 
+    plan = common.add_command(
+        commands,
+        "set-plan",
+        "move an account to another plan from now on (the billing run prorates the recurring fees)",
+        json_output=False,
+    )
+    plan.add_argument("account_id", metavar="ID")
+    plan.add_argument("plan", metavar="PLAN")
+    plan.set_defaults(handler=_set_plan)
+
     show = common.add_command(
         commands, "show", "an account as PostgreSQL has it: attributes, identities, buckets", json_output=True
     )
@@ -211,6 +236,17 @@ def _set_status(args: argparse.Namespace) -> int:
         print(f"account {args.account_id} is now {status.value}")
     else:
         print(f"account {args.account_id} was already {status.value}")
+    return 0
+
+
+def _set_plan(args: argparse.Namespace) -> int:
+    usage(lambda: check_account_id(args.account_id))
+    when = now()
+    outcome: Outcome = provision(args, lambda p: p.set_plan(args.account_id, args.plan, now=when))
+    if outcome is Outcome.UPDATED:
+        print(f"account {args.account_id} is now on plan {args.plan}")
+    else:
+        print(f"account {args.account_id} was already on plan {args.plan}")
     return 0
 
 

@@ -3,6 +3,7 @@ PostgreSQL connection to the session's database."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -11,9 +12,11 @@ import pytest
 from balance.service import ChargingService
 from balance.settings import BalanceSettings, RedisSettings
 from balance.store import BalanceStore
+from billing.migrate import apply_migrations
 from rating_core.tariff import Catalog
 from rating_core.tariff_file import parse_tariff
 from tests.billing.charging import NOW, TARIFF
+from tests.conftest import ADMIN_DSN, _dsn_for
 from tests.occ.test_daemon import make_daemon  # noqa: F401  (a fixture of the daemon tests, used here too)
 
 
@@ -37,3 +40,21 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     c = await asyncpg.connect(database_url)
     yield c
     await c.close()
+
+
+@pytest.fixture
+async def own_database() -> AsyncIterator[str]:
+    """A migrated database of the test's own, for what looks at every account of a database."""
+    name = "occ_rec_" + uuid.uuid4().hex[:10]
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    await apply_migrations(_dsn_for(name))
+    yield _dsn_for(name)
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

@@ -7,37 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from balance.charges import ChargeStreams
 from balance.service import ChargingService
 from balance.store import BalanceStore
-from billing.migrate import apply_migrations
 from billing.reconcile import reconcile
 from tests.billing.charging import EUR, drain, make_sink, new_accounts, traffic
-from tests.conftest import ADMIN_DSN, _dsn_for
 from tests.occ.test_provisioning_cli import run_occ, write_config
-
-
-@pytest.fixture
-async def own_database() -> AsyncIterator[str]:
-    name = "occ_rec_" + uuid.uuid4().hex[:10]
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    await apply_migrations(_dsn_for(name))
-    yield _dsn_for(name)
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def register(conn: asyncpg.Connection, accounts: list[str]) -> None:
