@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import TypeVar
 
 import asyncpg
 
@@ -184,59 +185,66 @@ def _unit_finder(
 
 
 # --- reading --------------------------------------------------------------------------------------
+T = TypeVar("T")
+
+
+async def _by_account(
+    conn: asyncpg.Connection,
+    sql: str,
+    period: tuple[object, object],
+    account_id: str | None,
+    make: Callable[[asyncpg.Record], T],
+) -> dict[str, list[T]]:
+    """Rows of a query over the period ($1, $2) and optionally one account ($3), grouped by account."""
+    out: dict[str, list[T]] = defaultdict(list)
+    for r in await conn.fetch(sql, *period, account_id):
+        out[str(r["account_id"])].append(make(r))
+    return out
+
+
 async def _spans(
     conn: asyncpg.Connection, period: BillingPeriod, account_id: str | None
 ) -> dict[str, list[PlanSpan]]:
-    rows = await conn.fetch(
+    return await _by_account(
+        conn,
         "select account_id, plan, started_at, ended_at from account_plans"
-        " where started_at < $1 and (ended_at is null or ended_at > $2)"
+        " where (ended_at is null or ended_at > $1) and started_at < $2"
         " and ($3::text is null or account_id = $3) order by account_id, started_at",
-        period.end_at,
-        period.start_at,
+        (period.start_at, period.end_at),
         account_id,
+        lambda r: PlanSpan(str(r["plan"]), r["started_at"], r["ended_at"]),
     )
-    out: dict[str, list[PlanSpan]] = defaultdict(list)
-    for r in rows:
-        out[str(r["account_id"])].append(PlanSpan(str(r["plan"]), r["started_at"], r["ended_at"]))
-    return out
 
 
 async def _usage(
     conn: asyncpg.Connection, period: BillingPeriod, account_id: str | None
 ) -> dict[str, list[UsageTotal]]:
-    rows = await conn.fetch(
+    return await _by_account(
+        conn,
         "select account_id, kind, service, item, coalesce(sum(units), count(*))::bigint as units,"
         " sum(amount)::bigint as amount from ledger_entries"
         " where occurred_at >= $1 and occurred_at < $2 and ($3::text is null or account_id = $3)"
         " group by account_id, kind, service, item",
-        period.start_at,
-        period.end_at,
+        (period.start_at, period.end_at),
         account_id,
+        lambda r: UsageTotal(str(r["kind"]), r["service"], r["item"], int(r["units"]), int(r["amount"])),
     )
-    out: dict[str, list[UsageTotal]] = defaultdict(list)
-    for r in rows:
-        out[str(r["account_id"])].append(
-            UsageTotal(str(r["kind"]), r["service"], r["item"], int(r["units"]), int(r["amount"]))
-        )
-    return out
 
 
 async def _one_time(
     conn: asyncpg.Connection, period: BillingPeriod, account_id: str | None
 ) -> dict[str, list[Line]]:
-    rows = await conn.fetch(
+    return await _by_account(
+        conn,
         "select account_id, description, service, amount from account_charges"
         " where charged_on >= $1 and charged_on < $2 and ($3::text is null or account_id = $3)"
         " order by account_id, charged_on, charge_id",
-        period.start,
-        period.end,
+        (period.start, period.end),
         account_id,
+        lambda r: Line(
+            "one_time", str(r["service"]), str(r["description"]), model.to_cents(int(r["amount"]))
+        ),
     )
-    out: dict[str, list[Line]] = defaultdict(list)
-    for r in rows:
-        line = Line("one_time", str(r["service"]), str(r["description"]), model.to_cents(int(r["amount"])))
-        out[str(r["account_id"])].append(line)
-    return out
 
 
 async def _openings(conn: asyncpg.Connection, period: BillingPeriod, accounts: list[str]) -> dict[str, int]:
