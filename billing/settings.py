@@ -45,11 +45,16 @@ class OperatorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     # tax rates as decimal fractions ("0.20" = 20 %), by service; default_tax for the others (fees too)
     default_tax: str = "0.00"
     taxes: dict[str, str] = msgspec.field(default_factory=dict)
+    # folder under billing.templates_dir with invoice.html (browser) and invoice.pdf.html (the HTML subset
+    # the PDF writer draws); a file missing there comes from the "default" folder
+    template: str = "default"
 
 
 class BillingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     # where `occ bill run --render` writes invoices: <output_dir>/<operator>/<number>.{html,pdf}
     output_dir: str = "run/invoices"
+    # Jinja2 templates of invoices, statements and credit notes, one folder per look
+    templates_dir: str = "config/templates"
     operators: dict[str, OperatorSettings] = msgspec.field(
         default_factory=lambda: {"default": OperatorSettings(name="occ operator")}
     )

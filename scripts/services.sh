@@ -85,6 +85,9 @@ occ_ensure_test_peers() {
     command -v tshark >/dev/null 2>&1 || missing+=(tshark)
     command -v freeDiameterd >/dev/null 2>&1 || missing+=(freediameterd freediameter-extensions)
     command -v radclient >/dev/null 2>&1 || missing+=(freeradius-utils)
+    # pdftotext reads the invoice PDFs back in the tests; DejaVu lets them print any script
+    command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
+    [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
     ((${#missing[@]} == 0)) && return 0
     occ_apt_install "${missing[@]}"
 }

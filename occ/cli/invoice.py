@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import asyncpg
 
 from billing.invoices import Document, fetch_document, list_documents
+from billing.render import TemplateError, render_html, render_pdf, template_of, write_documents
 from occ.cli import common
 from occ.cli.account import with_database
 from rating_core.money import format_money
@@ -27,6 +30,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     show.add_argument("number", metavar="NUMBER")
     show.set_defaults(handler=_show)
+    for fmt in ("pdf", "html"):
+        one = common.add_command(
+            commands,
+            fmt,
+            f"write one document as {fmt.upper()} (from its operator's template)",
+            json_output=False,
+        )
+        one.add_argument("number", metavar="NUMBER")
+        one.add_argument(
+            "-o", "--output", required=True, metavar="FILE", help="where to write it ('-': stdout)"
+        )
+        one.set_defaults(handler=_one, format=fmt)
+    batch = common.add_command(
+        commands,
+        "render",
+        "write HTML and PDF of every document of a period into a folder per operator",
+        json_output=False,
+    )
+    batch.add_argument("--period", required=True, metavar="YYYY-MM")
+    batch.add_argument("--output", metavar="DIR", help="default: billing.output_dir")
+    batch.set_defaults(handler=_render_all)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -38,7 +62,7 @@ def _list(args: argparse.Namespace) -> int:
         common.print_json([summary(d) for d in documents])
         return 0
     for d in documents:
-        name = d.number or f"{d.account_id}/{d.period}"
+        name = _name(d)
         print(
             f"{name:<22} {d.kind:<11} {d.account_id:<20} {d.period} {d.issued_on}"
             f" {format_money(d.total):>12} {d.currency} {d.status}"
@@ -76,6 +100,58 @@ def _show(args: argparse.Namespace) -> int:
     if d.closing is not None:
         print(f"closing balance {format_money(d.closing):>38} {d.currency}")
     return 0
+
+
+def _one(args: argparse.Namespace) -> int:
+    settings = common.settings(args).billing
+
+    async def run(conn: asyncpg.Connection) -> Document | None:
+        return await fetch_document(conn, args.number)
+
+    document = with_database(args, run)
+    if document is None:
+        raise common.CommandError(f"no invoice, credit note or statement {args.number!r}")
+    templates = Path(settings.templates_dir)
+    template = template_of(settings, document.operator_id)
+    try:
+        if args.format == "pdf":
+            content = render_pdf(document, templates, template)
+        else:
+            content = render_html(document, templates, template).encode()
+    except TemplateError as exc:
+        raise common.UsageError(str(exc)) from None
+    if args.output == "-":
+        sys.stdout.buffer.write(content)
+        return 0
+    try:
+        Path(args.output).write_bytes(content)
+    except OSError as exc:
+        raise common.CommandError(f"cannot write {args.output}: {exc.strerror}") from None
+    print(f"wrote {args.output} ({len(content)} bytes)")
+    return 0
+
+
+def _render_all(args: argparse.Namespace) -> int:
+    settings = common.settings(args).billing
+    out_dir = Path(args.output or settings.output_dir)
+
+    async def run(conn: asyncpg.Connection) -> list[Document]:
+        found = await list_documents(conn, period=args.period)
+        return [d for d in [await fetch_document(conn, _name(d)) for d in found] if d is not None]
+
+    documents = with_database(args, run)
+    try:
+        written = write_documents(documents, settings, Path(settings.templates_dir), out_dir)
+    except TemplateError as exc:
+        raise common.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise common.CommandError(f"cannot write into {out_dir}: {exc.strerror}") from None
+    print(f"wrote {len(written)} files for {len(documents)} documents into {out_dir}")
+    return 0
+
+
+def _name(d: Document) -> str:
+    return d.number or f"{d.account_id}/{d.period}"
 
 
 def summary(d: Document) -> dict[str, object]:

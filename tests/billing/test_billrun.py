@@ -6,6 +6,8 @@ Every test has a database of its own (a run bills every account of a database).
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
@@ -227,3 +229,52 @@ async def test_occ_bill_run_and_invoice_commands(
     assert shown.code == 0 and "subscription (demo), month" in shown.out and "Demo Telecom" in shown.out
     missing = run_occ(config, "invoice", "show", "DT-2026-999999")
     assert missing.code == 1 and missing.err.count("\n") == 1
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext (poppler-utils) is not installed")
+async def test_invoices_render_as_html_and_a_pdf_that_reads_like_an_invoice(
+    own_database: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    a = await account(db)
+    b = await account(db, "prepaid")
+    await ledger(db, a, ("usage", "voice", 120, -400_000, NOV_10))
+    await ledger(db, b, ("topup", None, 0, 5 * EUR, NOV_10))
+    await bill_run(db, await catalog(db), SETTINGS, NOV, today=ISSUED)
+    config = write_config(tmp_path / "occ.toml", "redis://127.0.0.1:6379/0", "unused", own_database)
+    config.write_text(
+        config.read_text()
+        + '\n[billing.operators.default]\nname = "Demo Telecom"\naddress = "1 Example Street\\nLondon"\n'
+        + 'invoice_prefix = "DT-"\nbank = "IBAN GB00 0000"\n'
+    )
+    pdf = tmp_path / "invoice.pdf"
+    written = run_occ(config, "invoice", "pdf", "DT-2026-000001", "-o", str(pdf))
+    assert written.code == 0, written
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    for expected in (
+        "Invoice",
+        "DT-2026-000001",
+        "Demo Telecom",
+        "Ada Lovelace",
+        "2026-12-15",
+        "voice",
+        "TOTAL",
+    ):
+        assert expected in text, (expected, text)
+    # the issuer details are the ones stored with the invoice, whatever the configuration says now
+    assert "1 Example Street" not in text
+    out = tmp_path / "out"
+    batch = run_occ(config, "invoice", "render", "--period", "2026-11", "--output", str(out))
+    assert batch.code == 0 and "4 files for 2 documents" in batch.out, batch
+    assert sorted(p.name for p in (out / "default").iterdir()) == [
+        "DT-2026-000001.html",
+        "DT-2026-000001.pdf",
+        f"statement_{b}_2026-11.html",
+        f"statement_{b}_2026-11.pdf",
+    ]
+    html = (out / "default" / "DT-2026-000001.html").read_text()
+    assert "Ada Lovelace" in html and "DT-2026-000001" in html
+    statement = (out / "default" / f"statement_{b}_2026-11.html").read_text()
+    assert "Opening balance" in statement and "Closing balance" in statement
