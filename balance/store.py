@@ -260,7 +260,7 @@ class BalanceStore:
         """Money in (top-up, refund, adjustment) with its charge record; a repeated key credits once."""
         if not 0 < amount <= MAX_MONEY:
             raise ValueError(f"credit amount must be between 1 and {MAX_MONEY} micro-units, got {amount}")
-        if reason not in ("topup", "refund", "adjustment"):
+        if reason not in ("topup", "refund", "adjustment", "billed"):
             raise ValueError(f"unknown credit reason {reason!r}")
         k = self.keys.account(account_id)
         step = wire.CreditStep(
@@ -282,6 +282,27 @@ class BalanceStore:
             raise UnknownAccount(account_id)
         if status == Status.REFUSED:
             raise Refused(f"credit refused: the balance would exceed {MAX_MONEY} micro-units")
+        reply = wire.decode_credit_reply(payload)
+        return CreditResult(balance=reply.bal, duplicate=status == Status.DUPLICATE)
+
+    async def debit_fee(
+        self, account_id: str, amount: int, *, key: str, reference: str, now: datetime
+    ) -> CreditResult:
+        """A fee out of the account with its charge record (kind "fee"); a repeated key debits once.
+        Raises Refused when the available money plus the credit limit cannot pay it (nothing moves)."""
+        if not 0 < amount <= MAX_MONEY:
+            raise ValueError(f"fee must be between 1 and {MAX_MONEY} micro-units, got {amount}")
+        k = self.keys.account(account_id)
+        step = wire.CreditStep(
+            k=key, now=to_ms(now), ittl=0, aid=account_id, kind="fee", m=amount, s="fees", ref=reference
+        )
+        status, payload = await self._script(
+            scripts.FEE, (k.account, k.idempotency("f", key), k.stream), (wire.encode_request(step),)
+        )
+        if status == Status.UNKNOWN_ACCOUNT:
+            raise UnknownAccount(account_id)
+        if status == Status.REFUSED:
+            raise Refused("insufficient funds" if payload == b"funds" else "fee out of range")
         reply = wire.decode_credit_reply(payload)
         return CreditResult(balance=reply.bal, duplicate=status == Status.DUPLICATE)
 

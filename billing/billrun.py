@@ -13,11 +13,12 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
 import asyncpg
 
+from balance.store import BalanceStore, StoreUnavailable, UnknownAccount
 from billing import invoice_model as model
 from billing.invoice_model import BillingError, BillingPeriod, Draft, Line, PlanSpan, UsageTotal
 from billing.settings import BillingSettings, OperatorSettings
@@ -44,6 +45,9 @@ class Bill:
 
 @dataclass
 class RunResult:
+    """What a run did; ``pending_live`` counts postpaid invoices whose usage the live store has not
+    taken back yet (Redis was unreachable): the next run retries them."""
+
     period: str
     dry_run: bool
     accounts: int = 0
@@ -52,6 +56,8 @@ class RunResult:
     existing: int = 0  # accounts billed for the period before
     empty: int = 0  # accounts with nothing to bill
     errors: list[tuple[str, str]] = field(default_factory=list)  # account, reason
+    settled_live: int = 0
+    pending_live: int = 0
 
     def totals(self) -> dict[str, int]:
         """Invoiced totals by currency."""
@@ -76,6 +82,7 @@ async def bill_run(
     account_id: str | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
+    store: BalanceStore | None = None,
 ) -> RunResult:
     result = RunResult(period.label, dry_run)
     accounts = await conn.fetch(
@@ -123,6 +130,8 @@ async def bill_run(
         for start in range(0, len(result.bills), CHUNK):
             made += await _issue(conn, settings, period, today, result.bills[start : start + CHUNK], result)
         result.bills = made
+        if store is not None:
+            await _settle_live(conn, store, period, usage, account_id, result)
     return result
 
 
@@ -268,6 +277,46 @@ async def _openings(conn: asyncpg.Connection, period: BillingPeriod, accounts: l
         )
         out.update({str(r[0]): int(r[1]) for r in rows})
     return out
+
+
+# --- the live balance of postpaid accounts --------------------------------------------------------
+async def _settle_live(
+    conn: asyncpg.Connection,
+    store: BalanceStore,
+    period: BillingPeriod,
+    usage: dict[str, list[UsageTotal]],
+    account_id: str | None,
+    result: RunResult,
+) -> None:
+    """Give each invoiced period's usage back to the postpaid live balance (a "billed" credit keyed by the
+    invoice number, so it happens once), so the credit limit bounds unbilled usage only; an unpaid
+    invoice is the dunning's business. PostgreSQL first, then Redis: a failure is retried next run."""
+    rows = await conn.fetch(
+        "select i.invoice_id, i.number, i.account_id from invoices i join accounts a using (account_id)"
+        " where i.period = $1 and i.kind = 'invoice' and a.kind = 'postpaid' and i.settled_live_at is null"
+        " and ($2::text is null or i.account_id = $2)",
+        period.label,
+        account_id,
+    )
+    now = datetime.now(UTC)
+    for row in rows:
+        aid, number = str(row["account_id"]), str(row["number"])
+        owed = -sum(
+            t.amount for t in usage.get(aid, ()) if t.kind in ("usage", "event", "refund", "adjustment")
+        )
+        try:
+            if owed > 0:
+                await store.credit(
+                    aid, owed, key=f"billed:{number}", reason="billed", now=now, reference=number
+                )
+        except UnknownAccount:
+            pass  # not in the live store (closed and removed): no live balance to give back to
+        except StoreUnavailable as exc:
+            result.pending_live += 1
+            result.errors.append((aid, f"invoice {number} issued; live balance not updated yet: {exc}"))
+            continue
+        await conn.execute("update invoices set settled_live_at = $2 where invoice_id = $1", row[0], now)
+        result.settled_live += 1
 
 
 # --- writing --------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 -- credit.lua: money into an account (top-up, refund, adjustment) with its charge record.
 -- KEYS[1] account hash   KEYS[2] idempotency key   KEYS[3] charge stream
--- ARGV[1] JSON request: k, now, ittl, aid, kind (topup|refund|adjustment), m (> 0), s (service or ""),
+-- ARGV[1] JSON request: k, now, ittl, aid, kind (topup|refund|adjustment|billed), m (> 0), s (service or ""),
 --   ref (reference text); ARGV[2] notification channel (PUBLISH "credit|<account>")
 -- Returns {status, payload}: OK {bal, rsv}; DUPLICATE (first payload); UNKNOWN_ACCOUNT; REFUSED "range".
 -- ittl 0 keeps the answer for good (top-ups).

@@ -17,7 +17,7 @@
 -- The partition's reaper index (zset "<account>|<session>" -> expiry ms) gets a member when a session is
 -- created; its score may lag behind renewals: the reap script re-checks the session's own expiry.
 -- Charge stream entry fields, always all of them and in this order (add_record): id (unique across
---   accounts: starts with the account id), a (account), k (kind: usage|event|topup|refund|adjustment|
+--   accounts: starts with the account id), a (account), k (kind: usage|event|topup|refund|adjustment|billed|fee|
 --   expiry), s (service), i (item), sess, u (units), bu (units taken from buckets), m (signed money moved:
 --   debits negative), rel (reserved money released, expiry only), ref, t (ms), f (flags), bal, rsv (after).
 

@@ -62,6 +62,11 @@ create table invoices (
     reason       text null,
     -- money received against it (payments, credit notes); open while paid < total
     paid         bigint not null default 0,
+    -- credit notes against it
+    credited     bigint not null default 0,
+    -- postpaid: when the period's usage was given back to the live balance (the credit limit then bounds
+    -- the next period's unbilled usage); null until the live store took it
+    settled_live_at timestamptz null,
     issuer       jsonb not null,
     customer     jsonb not null,
     created_at   timestamptz not null default now()

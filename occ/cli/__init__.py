@@ -32,6 +32,7 @@ _MODULES = (
     "reconcile",
     "bill",
     "invoice",
+    "recurring",
     "bench",
 )
 

@@ -9,11 +9,12 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 
+from balance.store import BalanceStore
 from billing.billrun import RunResult, bill_run
 from billing.invoice_model import BillingError, parse_period
 from billing.tariff_store import load_catalog
 from occ.cli import common
-from occ.cli.account import with_database
+from occ.cli.account import connected
 from rating_core.money import format_money
 
 
@@ -51,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = common.settings(args).billing
     bar = _progress_bar() if sys.stderr.isatty() and not args.json else None
 
-    async def run(conn: asyncpg.Connection) -> RunResult:
+    async def run(conn: asyncpg.Connection, store: BalanceStore) -> RunResult:
         catalog = await load_catalog(conn)
         return await bill_run(
             conn,
@@ -62,10 +63,11 @@ def _run(args: argparse.Namespace) -> int:
             account_id=args.account,
             dry_run=args.dry_run,
             progress=bar,
+            store=store,
         )
 
     try:
-        result = with_database(args, run)
+        result = connected(args, run)
     except BillingError as exc:
         raise common.UsageError(str(exc)) from None
     if bar is not None:

@@ -1,0 +1,102 @@
+"""Prepaid recurring fees, debited through the balance engine (so they reach the ledger like any charge).
+
+``occ recurring run --date D`` debits, for every prepaid account that is not closed, each fee of the
+plan version in force on D: a monthly fee once per calendar month (prorated by day in the month the plan
+started), a daily fee once per day, a "once" fee once, in the month the plan started. Each debit's idempotency key names
+the fee and its period, kept for good by the store, so running the command again — the same day or any
+day of the month — debits nothing twice. A fee the balance (plus credit limit) cannot pay is refused
+and reported; nothing moves for it (the operator's dunning or a top-up follows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+
+import asyncpg
+
+from balance.store import BalanceStore, Refused, StoreUnavailable, UnknownAccount
+from billing.invoice_model import parse_period
+from rating_core.money import Rounding, div_round
+from rating_core.tariff import Catalog, Period, UnknownPlan
+
+
+@dataclass(frozen=True, slots=True)
+class FeeDebit:
+    account_id: str
+    fee: str
+    period: str  # the month, day or plan start the fee is for
+    amount: int
+
+
+@dataclass
+class RecurringResult:
+    on: date
+    accounts: int = 0
+    debited: list[FeeDebit] = field(default_factory=list)
+    already: int = 0  # fees of these periods debited by an earlier run
+    refused: list[tuple[FeeDebit, str]] = field(default_factory=list)
+
+
+def due_fees(
+    account_id: str, plan_started: datetime, catalog: Catalog, plan: str, on: date
+) -> list[FeeDebit]:
+    """The fees an account on ``plan`` (since ``plan_started``) owes for the day ``on``."""
+    at = datetime.combine(on, time(), UTC)
+    version = catalog.plan(plan, at=max(at, plan_started))
+    month = parse_period(f"{on:%Y-%m}")
+    started = plan_started.astimezone(UTC).date()
+    debits = []
+    for fee in version.fees:
+        if not fee.amount:
+            continue
+        if fee.period is Period.MONTHLY:
+            amount: int = fee.amount
+            if month.start <= started < month.end:  # joined this month: the rest of it
+                amount = div_round(fee.amount * (month.end - started).days, month.days, Rounding.HALF_EVEN)
+            debits.append(FeeDebit(account_id, fee.name, month.label, amount))
+        elif fee.period is Period.DAILY:
+            debits.append(FeeDebit(account_id, fee.name, on.isoformat(), fee.amount))
+        elif month.start <= started < month.end:  # once: in the month the plan started, as on invoices
+            debits.append(FeeDebit(account_id, fee.name, f"{plan}@{started.isoformat()}", fee.amount))
+    return [d for d in debits if d.amount > 0]
+
+
+async def recurring_run(
+    conn: asyncpg.Connection, store: BalanceStore, catalog: Catalog, on: date
+) -> RecurringResult:
+    result = RecurringResult(on)
+    day_start = datetime.combine(on, time(), UTC)
+    rows = await conn.fetch(
+        "select a.account_id, p.plan, p.started_at from accounts a"
+        " join account_plans p on p.account_id = a.account_id"
+        " and p.started_at <= $1 and (p.ended_at is null or p.ended_at > $1)"
+        " where a.kind = 'prepaid' and a.status <> 'closed' order by a.account_id",
+        day_start,
+    )
+    result.accounts = len(rows)
+    now = datetime.now(UTC)
+    for row in rows:
+        account_id = str(row["account_id"])
+        try:
+            fees = due_fees(account_id, row["started_at"], catalog, str(row["plan"]), on)
+        except UnknownPlan as exc:
+            result.refused.append((FeeDebit(account_id, "?", on.isoformat(), 0), str(exc)))
+            continue
+        for debit in fees:
+            key = f"{debit.fee}@{debit.period}"
+            try:
+                done = await store.debit_fee(account_id, debit.amount, key=key, reference=key, now=now)
+            except Refused as exc:
+                result.refused.append((debit, str(exc)))
+                continue
+            except UnknownAccount:
+                result.refused.append((debit, "not in the live store"))
+                continue
+            except StoreUnavailable:
+                raise
+            if done.duplicate:
+                result.already += 1
+            else:
+                result.debited.append(debit)
+    return result
