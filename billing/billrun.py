@@ -130,6 +130,7 @@ async def bill_run(
         for start in range(0, len(result.bills), CHUNK):
             made += await _issue(conn, settings, period, today, result.bills[start : start + CHUNK], result)
         result.bills = made
+        await _allocate_credit(conn, made, today)
         if store is not None:
             await _settle_live(conn, store, period, usage, account_id, result)
     return result
@@ -279,6 +280,19 @@ async def _openings(conn: asyncpg.Connection, period: BillingPeriod, accounts: l
     return out
 
 
+async def _allocate_credit(conn: asyncpg.Connection, made: list[Bill], today: date) -> None:
+    """Money customers paid ahead (payments no invoice had taken) pays the invoices just issued."""
+    from billing.payments import allocate  # payments build on the run's documents
+
+    invoiced = [b.account_id for b in made if b.kind == "invoice"]
+    ahead = await conn.fetch(
+        "select distinct account_id from payments where unallocated > 0 and account_id = any($1)", invoiced
+    )
+    for row in ahead:
+        async with conn.transaction():
+            await allocate(conn, str(row[0]), today)
+
+
 # --- the live balance of postpaid accounts --------------------------------------------------------
 async def _settle_live(
     conn: asyncpg.Connection,
@@ -332,16 +346,7 @@ async def _issue(
     async with conn.transaction():
         counters: dict[str, int] = {}
         for operator_id in sorted({b.operator_id for b in bills if b.kind == "invoice"}):
-            await conn.execute(
-                "insert into invoice_counters (operator_id, year) values ($1, $2) on conflict do nothing",
-                operator_id,
-                today.year,
-            )
-            counters[operator_id] = await conn.fetchval(
-                "select last_number from invoice_counters where operator_id = $1 and year = $2 for update",
-                operator_id,
-                today.year,
-            )
+            counters[operator_id] = await lock_counter(conn, operator_id, today.year)
         # another run may have billed some of these accounts while this one was computing
         done = {
             str(r[0])
@@ -369,7 +374,7 @@ async def _issue(
             due = None
             if bill.kind == "invoice":
                 counters[bill.operator_id] += 1
-                number = f"{operator.invoice_prefix}{today.year}-{counters[bill.operator_id]:06d}"
+                number = invoice_number(operator, today.year, counters[bill.operator_id])
                 due = today + timedelta(days=operator.payment_terms_days)
                 result.numbers[bill.account_id] = number
             d = bill.draft
@@ -400,13 +405,37 @@ async def _issue(
                 "invoice_taxes", records=tax_rows, columns=("invoice_id", "tax_rate", "base", "tax")
             )
         for operator_id, last in counters.items():
-            await conn.execute(
-                "update invoice_counters set last_number = $3 where operator_id = $1 and year = $2",
-                operator_id,
-                today.year,
-                last,
-            )
+            await save_counter(conn, operator_id, today.year, last)
     return issued
+
+
+async def lock_counter(conn: asyncpg.Connection, operator_id: str, year: int) -> int:
+    """The operator's last invoice number of ``year``, its row locked until the transaction ends: whoever
+    numbers documents holds it, so numbers are gapless and never given twice."""
+    await conn.execute(
+        "insert into invoice_counters (operator_id, year) values ($1, $2) on conflict do nothing",
+        operator_id,
+        year,
+    )
+    last: int = await conn.fetchval(
+        "select last_number from invoice_counters where operator_id = $1 and year = $2 for update",
+        operator_id,
+        year,
+    )
+    return last
+
+
+async def save_counter(conn: asyncpg.Connection, operator_id: str, year: int, last: int) -> None:
+    await conn.execute(
+        "update invoice_counters set last_number = $3 where operator_id = $1 and year = $2",
+        operator_id,
+        year,
+        last,
+    )
+
+
+def invoice_number(operator: OperatorSettings, year: int, n: int) -> str:
+    return f"{operator.invoice_prefix}{year}-{n:06d}"
 
 
 _INVOICE_COLUMNS = (

@@ -40,6 +40,7 @@ class Document:
     tax: int
     total: int
     paid: int
+    credited: int
     opening: int | None
     closing: int | None
     credits_number: str | None
@@ -55,13 +56,13 @@ class Document:
             return "statement"
         if self.kind == "credit_note":
             return "credit note"
-        return "paid" if self.paid >= self.total else "open"
+        return "paid" if self.paid + self.credited >= self.total else "open"
 
 
 _COLUMNS = (
     "invoice_id, number, kind, operator_id, account_id, period, period_start, period_end, currency,"
-    " issued_on, due_on, subtotal, tax, total, paid, opening, closing, credits_number, reason, issuer,"
-    " customer"
+    " issued_on, due_on, subtotal, tax, total, paid, credited, opening, closing, credits_number, reason,"
+    " issuer, customer"
 )
 
 

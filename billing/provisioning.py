@@ -235,6 +235,10 @@ class Provisioning:
         self._conn = conn
         self._store = store
 
+    @property
+    def conn(self) -> asyncpg.Connection:
+        return self._conn
+
     async def _account(self, account_id: str, *, lock: bool = False) -> AccountRecord:
         record = await accounts.fetch_account(self._conn, account_id, lock=lock)
         if record is None:

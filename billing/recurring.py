@@ -2,10 +2,11 @@
 
 ``occ recurring run --date D`` debits, for every prepaid account that is not closed, each fee of the
 plan version in force on D: a monthly fee once per calendar month (prorated by day in the month the plan
-started), a daily fee once per day, a "once" fee once, in the month the plan started. Each debit's idempotency key names
-the fee and its period, kept for good by the store, so running the command again — the same day or any
-day of the month — debits nothing twice. A fee the balance (plus credit limit) cannot pay is refused
-and reported; nothing moves for it (the operator's dunning or a top-up follows).
+started), a daily fee once per day, a "once" fee once, in the month the plan started. Each debit's
+idempotency key names the fee and its period, kept for good by the store, so running the command
+again — the same day or any day of the month — debits nothing twice. A fee the balance (plus credit
+limit) cannot pay is refused and reported; nothing moves for it (the operator's dunning or a top-up
+follows).
 """
 
 from __future__ import annotations

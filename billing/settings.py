@@ -50,6 +50,13 @@ class OperatorSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     template: str = "default"
 
 
+class DunningSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # days after an invoice's due date: a reminder, then the account's suspension (reactivated once every
+    # invoice that led to it is paid or credited)
+    reminder_after_days: int = 7
+    suspend_after_days: int = 21
+
+
 class BillingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     # where `occ bill run --render` writes invoices: <output_dir>/<operator>/<number>.{html,pdf}
     output_dir: str = "run/invoices"
@@ -58,3 +65,4 @@ class BillingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     operators: dict[str, OperatorSettings] = msgspec.field(
         default_factory=lambda: {"default": OperatorSettings(name="occ operator")}
     )
+    dunning: DunningSettings = msgspec.field(default_factory=DunningSettings)

@@ -175,6 +175,13 @@ def _check(s: Settings, source: str) -> None:
 
 
 def _check_billing(b: BillingSettings, fail: Callable[[str, str, object], None]) -> None:
+    d = b.dunning
+    if not 0 <= d.reminder_after_days <= d.suspend_after_days:
+        fail(
+            "billing.dunning.suspend_after_days",
+            "at least reminder_after_days (0 or more)",
+            d.suspend_after_days,
+        )
     if "default" not in b.operators:
         fail("billing.operators", 'an operator named "default" (accounts bill through it unless told)', "")
     for name, op in b.operators.items():

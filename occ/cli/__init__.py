@@ -33,6 +33,9 @@ _MODULES = (
     "bill",
     "invoice",
     "recurring",
+    "payments",
+    "dunning",
+    "gl",
     "bench",
 )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from datetime import UTC, date, datetime
 
 import asyncpg
 
@@ -43,12 +42,7 @@ def _run(args: argparse.Namespace) -> int:
         period = parse_period(args.period)
     except BillingError as exc:
         raise common.UsageError(str(exc)) from None
-    today = datetime.now(UTC).date()
-    if args.issued_on:
-        try:
-            today = date.fromisoformat(args.issued_on)
-        except ValueError:
-            raise common.UsageError(f"invalid --issued-on {args.issued_on!r}: expected YYYY-MM-DD") from None
+    today = common.day(args.issued_on, "--issued-on")
     settings = common.settings(args).billing
     bar = _progress_bar() if sys.stderr.isatty() and not args.json else None
 

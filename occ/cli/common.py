@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Coroutine
+from datetime import UTC, date, datetime
 from typing import Any, NoReturn, TypeVar
 
 import msgspec
@@ -55,6 +56,16 @@ def settings(args: argparse.Namespace) -> Settings:
         return load_settings(args.config)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+
+
+def day(value: str | None, option: str) -> date:
+    """A YYYY-MM-DD option's value; today (UTC) when it was not given. Bad input is a UsageError."""
+    if value is None:
+        return datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"invalid {option} {value!r}: expected YYYY-MM-DD") from None
 
 
 def print_json(value: Any) -> None:

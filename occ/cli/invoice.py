@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 
+from billing.credit_notes import issue_credit_note
+from billing.invoice_model import BillingError
 from billing.invoices import Document, fetch_document, list_documents
 from billing.render import TemplateError, render_html, render_pdf, template_of, write_documents
 from occ.cli import common
 from occ.cli.account import with_database
-from rating_core.money import format_money
+from rating_core.money import format_money, parse_money
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +45,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "-o", "--output", required=True, metavar="FILE", help="where to write it ('-': stdout)"
         )
         one.set_defaults(handler=_one, format=fmt)
+    note = common.add_command(
+        commands,
+        "credit-note",
+        "issue a credit note against an invoice (gross amount, split into net and tax as the invoice is)",
+        json_output=True,
+    )
+    note.add_argument("number", metavar="NUMBER")
+    note.add_argument("--amount", required=True, metavar="AMOUNT", help="gross, e.g. 5.00")
+    note.add_argument("--reason", required=True)
+    note.set_defaults(handler=_credit_note)
     batch = common.add_command(
         commands,
         "render",
@@ -147,6 +160,35 @@ def _render_all(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise common.CommandError(f"cannot write into {out_dir}: {exc.strerror}") from None
     print(f"wrote {len(written)} files for {len(documents)} documents into {out_dir}")
+    return 0
+
+
+def _credit_note(args: argparse.Namespace) -> int:
+    try:
+        amount = parse_money(args.amount)
+    except ValueError:
+        raise common.UsageError(
+            f"invalid --amount {args.amount!r}: expected a decimal such as 5.00"
+        ) from None
+    settings = common.settings(args).billing
+    today = datetime.now(UTC).date()
+
+    async def run(conn: asyncpg.Connection) -> Document | None:
+        number = await issue_credit_note(conn, settings, args.number, amount, args.reason, today)
+        return await fetch_document(conn, number)
+
+    try:
+        document = with_database(args, run)
+    except BillingError as exc:
+        raise common.UsageError(str(exc)) from None
+    assert document is not None
+    if args.json:
+        common.print_json(details(document))
+    else:
+        print(
+            f"credit note {document.number} for invoice {args.number}: {format_money(document.total)}"
+            f" {document.currency} (net {format_money(document.subtotal)}, tax {format_money(document.tax)})"
+        )
     return 0
 
 

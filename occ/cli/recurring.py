@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, date, datetime
 
 import asyncpg
 
@@ -31,12 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    on = datetime.now(UTC).date()
-    if args.date:
-        try:
-            on = date.fromisoformat(args.date)
-        except ValueError:
-            raise common.UsageError(f"invalid --date {args.date!r}: expected YYYY-MM-DD") from None
+    on = common.day(args.date, "--date")
 
     async def run(conn: asyncpg.Connection, store: BalanceStore) -> RecurringResult:
         return await recurring_run(conn, store, await load_catalog(conn), on)

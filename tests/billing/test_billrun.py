@@ -9,7 +9,6 @@ import asyncio
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -19,9 +18,8 @@ import pytest
 from billing.billrun import bill_run
 from billing.invoice_model import parse_period
 from billing.invoices import fetch_document, list_documents
-from billing.ledger import Ledger
 from billing.settings import BillingSettings, OperatorSettings
-from billing.tariff_store import install_tariff, load_catalog
+from billing.tariff_store import load_catalog
 from rating_core.tariff import Catalog
 from tests.occ.test_provisioning_cli import run_occ, write_config
 
@@ -37,15 +35,6 @@ SETTINGS = BillingSettings(
         "north": OperatorSettings(name="North Net", invoice_prefix="NN-", payment_terms_days=30),
     }
 )
-
-
-@pytest.fixture
-async def db(own_database: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(own_database)
-    await install_tariff(conn, DEMO.read_text(encoding="utf-8"), DEMO.name)
-    await Ledger(conn).ensure_partitions([date(2026, 10, 1), date(2026, 11, 1)])
-    yield conn
-    await conn.close()
 
 
 async def catalog(conn: asyncpg.Connection) -> Catalog:

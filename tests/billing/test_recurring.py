@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from balance.records import AccountKind, AccountRecord
 from balance.store import BalanceStore
 from billing.billrun import bill_run
 from billing.invoice_model import parse_period
-from billing.ledger import Ledger
 from billing.recurring import due_fees, recurring_run
-from billing.tariff_store import install_tariff, load_catalog
+from billing.tariff_store import load_catalog
 from tests.billing.test_billrun import SETTINGS
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "tariffs" / "demo.toml"
 EUR = 1_000_000
-
-
-@pytest.fixture
-async def db(own_database: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(own_database)
-    await install_tariff(conn, DEMO.read_text(encoding="utf-8"), DEMO.name)
-    await Ledger(conn).ensure_partitions([date(2026, 11, 1)])
-    yield conn
-    await conn.close()
 
 
 async def live_account(
