@@ -9,6 +9,7 @@ runs queue on the counter and find the invoices the other one made, so running t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -25,7 +26,7 @@ from billing.settings import BillingSettings, OperatorSettings
 from rating_core.money import parse_money
 from rating_core.tariff import Catalog, UnknownPlan
 
-CHUNK = 500
+CHUNK = 5000
 Progress = Callable[[int, int], None]
 
 
@@ -109,26 +110,41 @@ async def bill_run(
     prepaid = [str(a["account_id"]) for a in accounts if a["kind"] == "prepaid"]
     openings = await _openings(conn, period, prepaid) if prepaid else {}
 
+    pricing = _Pricing(catalog, settings, period)
+    # Each chunk of bills is written while the next one is computed: PostgreSQL stores one while Python
+    # prices the other (one transaction at a time on the connection, in order).
+    made: list[Bill] = []
+    writing: asyncio.Task[list[Bill]] | None = None
+    chunk: list[Bill] = []
     for n, row in enumerate(accounts, 1):
-        if progress is not None and (n % 100 == 0 or n == len(accounts)):
-            progress(n, len(accounts))
+        if n % 100 == 0 or n == len(accounts):
+            if progress is not None:
+                progress(n, len(accounts))
+            await asyncio.sleep(0)  # let the chunk being written go on
         aid = str(row["account_id"])
         if aid in existing:
             result.existing += 1
             continue
         try:
-            bill = _bill(row, catalog, settings, period, spans, usage, charges, openings)
+            bill = _bill(row, pricing, spans, usage, charges, openings)
         except BillingError as exc:
             result.errors.append((aid, str(exc)))
             continue
         if bill is None:
             result.empty += 1
-        else:
-            result.bills.append(bill)
+            continue
+        result.bills.append(bill)
+        chunk.append(bill)
+        if len(chunk) == CHUNK and not dry_run:
+            if writing is not None:
+                made += await writing
+            writing = asyncio.create_task(_issue(conn, settings, period, today, chunk, result))
+            chunk = []
     if not dry_run:
-        made: list[Bill] = []
-        for start in range(0, len(result.bills), CHUNK):
-            made += await _issue(conn, settings, period, today, result.bills[start : start + CHUNK], result)
+        if writing is not None:
+            made += await writing
+        if chunk:
+            made += await _issue(conn, settings, period, today, chunk, result)
         result.bills = made
         await _allocate_credit(conn, made, today)
         if store is not None:
@@ -136,16 +152,46 @@ async def bill_run(
     return result
 
 
+class _Pricing:
+    """What accounts with the same plan history share, worked out once per run: most accounts of a
+    period have the same few plan histories, so their fee lines and service units are computed once."""
+
+    def __init__(self, catalog: Catalog, settings: BillingSettings, period: BillingPeriod) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self.period = period
+        self._fees: dict[tuple[PlanSpan, ...], list[Line]] = {}
+        self._units: dict[tuple[PlanSpan, ...], Callable[[str], str | None]] = {}
+        self._rates: dict[str, tuple[dict[str, int], int]] = {}
+
+    def fees(self, spans: tuple[PlanSpan, ...]) -> list[Line]:
+        found = self._fees.get(spans)
+        if found is None:
+            found = self._fees[spans] = model.recurring_lines(spans, self.catalog, self.period)
+        return list(found)
+
+    def units(self, spans: tuple[PlanSpan, ...]) -> Callable[[str], str | None]:
+        found = self._units.get(spans)
+        if found is None:
+            found = self._units[spans] = _unit_finder(self.catalog, spans, self.period)
+        return found
+
+    def rates(self, operator_id: str, operator: OperatorSettings) -> tuple[dict[str, int], int]:
+        found = self._rates.get(operator_id)
+        if found is None:
+            found = self._rates[operator_id] = tax_rates(operator)
+        return found
+
+
 def _bill(
     row: asyncpg.Record,
-    catalog: Catalog,
-    settings: BillingSettings,
-    period: BillingPeriod,
+    pricing: _Pricing,
     spans: dict[str, list[PlanSpan]],
     usage: dict[str, list[UsageTotal]],
     charges: dict[str, list[Line]],
     openings: dict[str, int],
 ) -> Bill | None:
+    settings = pricing.settings
     aid, operator_id = str(row["account_id"]), str(row["operator_id"])
     operator = settings.operators.get(operator_id)
     if operator is None:
@@ -165,12 +211,13 @@ def _bill(
         return Bill(
             aid, "statement", operator_id, str(row["currency"]), draft, opening, opening + moved, customer
         )
-    lines = model.recurring_lines(spans.get(aid, ()), catalog, period)
+    history = tuple(spans.get(aid, ()))
+    lines = pricing.fees(history)
     lines += charges.get(aid, [])
-    lines += model.usage_lines(usage.get(aid, ()), _unit_finder(catalog, spans.get(aid, ()), period))
+    lines += model.usage_lines(usage.get(aid, ()), pricing.units(history))
     if not lines:
         return None
-    rates, default = tax_rates(operator)
+    rates, default = pricing.rates(operator_id, operator)
     draft = model.invoice(model.with_tax(lines, rates, default))
     return Bill(aid, "invoice", operator_id, str(row["currency"]), draft, customer=customer)
 
@@ -365,6 +412,9 @@ async def _issue(
                 "select nextval('invoices_invoice_id_seq') from generate_series(1, $1)", len(issued)
             )
         ]
+        issuers = {
+            o: json.dumps(issuer_details(o, settings.operators[o])) for o in {b.operator_id for b in issued}
+        }
         invoice_rows: list[tuple[object, ...]] = []
         line_rows: list[tuple[object, ...]] = []
         tax_rows: list[tuple[object, ...]] = []
@@ -381,7 +431,7 @@ async def _issue(
             invoice_rows.append(
                 (invoice_id, number, bill.kind, bill.operator_id, bill.account_id, period.label,
                  period.start, period.end, bill.currency, today, due, d.subtotal, d.tax, d.total,
-                 bill.opening, bill.closing, json.dumps(issuer_details(bill.operator_id, operator)),
+                 bill.opening, bill.closing, issuers[bill.operator_id],
                  json.dumps(bill.customer))
             )  # fmt: skip
             for no, line in enumerate(d.lines, 1):

@@ -76,8 +76,10 @@ create table invoices (
 create unique index invoices_one_per_period on invoices (account_id, period, kind) where kind <> 'credit_note';
 create index invoices_period_idx on invoices (period, operator_id);
 
+-- Lines and taxes are written only together with their invoice, in its transaction, and never change:
+-- no foreign key to check on each of their rows (the billing run writes tens of thousands at once).
 create table invoice_lines (
-    invoice_id  bigint not null references invoices (invoice_id),
+    invoice_id  bigint not null,
     line_no     integer not null,
     -- recurring | one_time | usage | credit | topup | refund
     kind        text not null,
@@ -92,7 +94,7 @@ create table invoice_lines (
 
 -- Taxes of an invoice, one row per rate (rounded once per rate, not per line).
 create table invoice_taxes (
-    invoice_id bigint not null references invoices (invoice_id),
+    invoice_id bigint not null,
     tax_rate   bigint not null,
     base       bigint not null,
     tax        bigint not null,
