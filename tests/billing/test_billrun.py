@@ -9,11 +9,13 @@ import asyncio
 import shutil
 import subprocess
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from billing.billrun import bill_run
 from billing.invoice_model import parse_period
@@ -267,3 +269,34 @@ async def test_invoices_render_as_html_and_a_pdf_that_reads_like_an_invoice(
     assert "Ada Lovelace" in html and "DT-2026-000001" in html
     statement = (out / "default" / f"statement_{b}_2026-11.html").read_text()
     assert "Opening balance" in statement and "Closing balance" in statement
+
+
+LEDGER_ROW = st.tuples(
+    st.sampled_from(["usage", "event", "refund", "adjustment", "topup", "expiry"]),
+    st.sampled_from(["data", "voice", "sms", None]),
+    st.integers(0, 10**7),
+    st.integers(-(10**9), 10**9),
+    st.integers(0, 29 * 86400),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(LEDGER_ROW, max_size=25))
+async def test_property_an_invoice_is_its_lines_plus_taxes_for_any_ledger(
+    db: asyncpg.Connection, rows: list[tuple[str, str | None, int, int, int]]
+) -> None:
+    a = await account(db)
+    signed = [(k, s, u, -abs(m) if k in ("usage", "event") else abs(m), t) for k, s, u, m, t in rows]
+    await ledger(db, a, *((k, s, u, m, NOV.start_at + timedelta(seconds=t)) for k, s, u, m, t in signed))
+    result = await bill_run(db, await catalog(db), SETTINGS, NOV, today=ISSUED, account_id=a)
+    doc = await fetch_document(db, result.numbers[a])
+    assert doc is not None
+    assert doc.subtotal == sum(line.amount for line in doc.lines)
+    assert doc.tax == sum(tax for _, _, tax in doc.taxes) and doc.total == doc.subtotal + doc.tax
+    for rate, base, tax in doc.taxes:
+        assert base == sum(line.amount for line in doc.lines if line.tax_rate == rate)
+        assert abs(tax * 1_000_000 - base * rate) <= 5_000 * 1_000_000  # within half a cent
+    # usage lines carry what the ledger charged, each to the cent
+    charged = -sum(m for k, _, _, m, _ in signed if k in ("usage", "event"))
+    usage = sum(line.amount for line in doc.lines if line.kind == "usage")
+    assert abs(usage - charged) <= 5_000 * max(1, sum(1 for line in doc.lines if line.kind == "usage"))

@@ -17,10 +17,18 @@ from tests.billing.charging import NOW
 from tests.occ.test_daemon import OCC, REPO, MakeDaemon, child_env, render
 
 
-async def top_up(redis_url: str, prefix: str, reference: str) -> str:
-    """A new account with a top-up; returns the account id."""
+async def top_up(redis_url: str, prefix: str, reference: str, register_in: str | None = None) -> str:
+    """A new account with a top-up (in PostgreSQL's accounts table too when ``register_in`` names a
+    database); returns the account id."""
     store = await BalanceStore.connect(RedisSettings(url=redis_url, key_prefix=prefix), BalanceSettings())
     account_id = "dm-" + uuid.uuid4().hex[:10]
+    if register_in is not None:
+        conn = await asyncpg.connect(register_in)
+        await conn.execute(
+            "insert into accounts (account_id, kind, currency, plan) values ($1, 'prepaid', 'EUR', 'demo')",
+            account_id,
+        )
+        await conn.close()
     try:
         await store.put_account(
             AccountRecord(account_id=account_id, kind=AccountKind.PREPAID, currency="EUR", plan="demo")
@@ -46,16 +54,19 @@ def ledger_amounts(database_url: str, account_id: str, timeout: float = 15.0) ->
     return found
 
 
-def test_occ_serve_runs_the_sink_and_shows_its_lag(
-    make_daemon: MakeDaemon, redis_url: str, key_prefix: str, database_url: str
+def test_occ_serve_runs_the_sink_and_reconcile_finds_no_drift(
+    make_daemon: MakeDaemon, redis_url: str, key_prefix: str, own_database: str
 ) -> None:
-    daemon = make_daemon()
+    daemon = make_daemon(database_url=own_database)
     daemon.start_and_wait_healthy()
-    account_id = asyncio.run(top_up(redis_url, key_prefix, "bank-1"))
-    assert ledger_amounts(database_url, account_id) == [2_500_000]
+    account_id = asyncio.run(top_up(redis_url, key_prefix, "bank-1", register_in=own_database))
+    assert ledger_amounts(own_database, account_id) == [2_500_000]
     assert daemon.metric("occ_sink_records_total", 'outcome="stored"') >= 1
     daemon.wait_metric("occ_sink_lag_entries", "", 0.0)
     assert daemon.metric("occ_up", 'component="sink"') == 1.0
+    # the end of every integration run: the live money is what the ledger says
+    checked = daemon.occ("reconcile")
+    assert (checked.returncode, checked.stdout) == (0, "reconciled 1 accounts: no drift\n"), checked
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0
 
