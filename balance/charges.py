@@ -266,8 +266,9 @@ def _batch(partition: int, entries: Any) -> Batch:
         batch.ids.append(entry_id.decode())
         if not values:  # the entry was deleted while pending
             continue
-        if values[::2] == _LAYOUT:
-            # the common case, at C speed: add_record's values in order, the time as text
+        if values[::2] == _LAYOUT and values[23].isdigit() and 4 <= len(values[23]) <= 15:
+            # the common case, at C speed: add_record's values in order, the time as text (anything
+            # unusual, a time included, takes the careful path below)
             v = values[1::2]
             moment, month = _moment(v[11])
             v[11] = moment

@@ -119,11 +119,21 @@ async def update_status(
         return None
     if old != status.value:
         await conn.execute(
-            "update accounts set status = $2, updated_at = $3 where account_id = $1",
+            "update accounts set status = $2, updated_at = $3, status_changed_at = $3 where account_id = $1",
             account_id,
             status.value,
             now,
         )
+        # a closed account has no plan (nothing more to bill); one reopened has its plan again
+        if status is AccountStatus.CLOSED:
+            await conn.execute(
+                "update account_plans set ended_at = $2 where account_id = $1 and ended_at is null",
+                account_id,
+                now,
+            )
+        elif old == AccountStatus.CLOSED.value:
+            plan = await conn.fetchval("select plan from accounts where account_id = $1", account_id)
+            await start_plan(conn, account_id, str(plan), now)
     return AccountStatus(old)
 
 

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from balance.charges import ChargeStreams
 from balance.store import BalanceStore, StoreUnavailable, UnknownAccount
 from billing import invoice_model as model
 from billing.invoice_model import BillingError, BillingPeriod, Draft, Line, PlanSpan, UsageTotal
@@ -42,6 +43,8 @@ class Bill:
     opening: int | None = None
     closing: int | None = None
     customer: dict[str, str] = field(default_factory=dict)
+    # postpaid: the period's net usage debit, given back to the live balance once the invoice is issued
+    live_credit: int = 0
 
 
 @dataclass
@@ -86,6 +89,10 @@ async def bill_run(
     store: BalanceStore | None = None,
 ) -> RunResult:
     result = RunResult(period.label, dry_run)
+    if not dry_run and today < period.end:
+        raise BillingError(f"{period.label} is not over until {period.end}; use --dry-run to look before")
+    if store is not None:
+        await _check_ledger_complete(store, period)
     accounts = await conn.fetch(
         "select account_id, kind, currency, operator_id, customer_name, billing_address from accounts"
         " where created_at < $1 and ($2::text is null or account_id = $2) order by account_id",
@@ -148,7 +155,7 @@ async def bill_run(
         result.bills = made
         await _allocate_credit(conn, made, today)
         if store is not None:
-            await _settle_live(conn, store, period, usage, account_id, result)
+            await _settle_live(conn, store, account_id, result)
     return result
 
 
@@ -219,7 +226,10 @@ def _bill(
         return None
     rates, default = pricing.rates(operator_id, operator)
     draft = model.invoice(model.with_tax(lines, rates, default))
-    return Bill(aid, "invoice", operator_id, str(row["currency"]), draft, customer=customer)
+    owed = -sum(t.amount for t in usage.get(aid, ()) if t.kind in ("usage", "event", "refund", "adjustment"))
+    return Bill(
+        aid, "invoice", operator_id, str(row["currency"]), draft, customer=customer, live_credit=max(owed, 0)
+    )
 
 
 def _unit_finder(
@@ -342,29 +352,21 @@ async def _allocate_credit(conn: asyncpg.Connection, made: list[Bill], today: da
 
 # --- the live balance of postpaid accounts --------------------------------------------------------
 async def _settle_live(
-    conn: asyncpg.Connection,
-    store: BalanceStore,
-    period: BillingPeriod,
-    usage: dict[str, list[UsageTotal]],
-    account_id: str | None,
-    result: RunResult,
+    conn: asyncpg.Connection, store: BalanceStore, account_id: str | None, result: RunResult
 ) -> None:
-    """Give each invoiced period's usage back to the postpaid live balance (a "billed" credit keyed by the
-    invoice number, so it happens once), so the credit limit bounds unbilled usage only; an unpaid
-    invoice is the dunning's business. PostgreSQL first, then Redis: a failure is retried next run."""
+    """Give each issued postpaid invoice's period usage (``live_credit``, fixed when it was issued) back to
+    the live balance — a "billed" credit keyed by the invoice number, so once — so the credit limit bounds
+    unbilled usage only; an unpaid invoice is the dunning's business. The invoice (PostgreSQL) comes
+    first; invoices whose credit Redis did not take yet, of any period, are retried by every run."""
     rows = await conn.fetch(
-        "select i.invoice_id, i.number, i.account_id from invoices i join accounts a using (account_id)"
-        " where i.period = $1 and i.kind = 'invoice' and a.kind = 'postpaid' and i.settled_live_at is null"
-        " and ($2::text is null or i.account_id = $2)",
-        period.label,
+        "select invoice_id, number, account_id, live_credit from invoices"
+        " where kind = 'invoice' and settled_live_at is null and ($1::text is null or account_id = $1)"
+        " order by invoice_id",
         account_id,
     )
     now = datetime.now(UTC)
     for row in rows:
-        aid, number = str(row["account_id"]), str(row["number"])
-        owed = -sum(
-            t.amount for t in usage.get(aid, ()) if t.kind in ("usage", "event", "refund", "adjustment")
-        )
+        aid, number, owed = str(row["account_id"]), str(row["number"]), int(row["live_credit"])
         try:
             if owed > 0:
                 await store.credit(
@@ -380,6 +382,20 @@ async def _settle_live(
         result.settled_live += 1
 
 
+async def _check_ledger_complete(store: BalanceStore, period: BillingPeriod) -> None:
+    """Refuse to bill a period whose records are not all in the ledger yet: the oldest record still in a
+    charge stream (not stored and acknowledged by every reader) must be later than the period's end."""
+    lags = await ChargeStreams(store.link, store.keys, "ledger", "billing").lag()
+    oldest = min((lag.oldest_ms for lag in lags if lag.oldest_ms is not None), default=None)
+    end_ms = int(period.end_at.timestamp() * 1000)
+    if oldest is not None and oldest < end_ms:
+        since = datetime.fromtimestamp(oldest / 1000, UTC).isoformat(timespec="seconds")
+        raise BillingError(
+            f"the charge sink has not stored every record of {period.label} yet (the oldest waiting is from"
+            f" {since}); bill once occ_sink_lag_seconds shows it caught up"
+        )
+
+
 # --- writing --------------------------------------------------------------------------------------
 async def _issue(
     conn: asyncpg.Connection,
@@ -391,6 +407,8 @@ async def _issue(
 ) -> list[Bill]:
     """Write a chunk of bills in one transaction; returns those written (not billed meanwhile)."""
     async with conn.transaction():
+        # runs of one period queue here, statements included (invoices also queue on their counter)
+        await conn.execute("select pg_advisory_xact_lock(hashtext($1))", f"occ-bill:{period.label}")
         counters: dict[str, int] = {}
         for operator_id in sorted({b.operator_id for b in bills if b.kind == "invoice"}):
             counters[operator_id] = await lock_counter(conn, operator_id, today.year)
@@ -432,7 +450,7 @@ async def _issue(
                 (invoice_id, number, bill.kind, bill.operator_id, bill.account_id, period.label,
                  period.start, period.end, bill.currency, today, due, d.subtotal, d.tax, d.total,
                  bill.opening, bill.closing, issuers[bill.operator_id],
-                 json.dumps(bill.customer))
+                 json.dumps(bill.customer), bill.live_credit)
             )  # fmt: skip
             for no, line in enumerate(d.lines, 1):
                 line_rows.append(
@@ -491,7 +509,7 @@ def invoice_number(operator: OperatorSettings, year: int, n: int) -> str:
 _INVOICE_COLUMNS = (
     *("invoice_id", "number", "kind", "operator_id", "account_id", "period", "period_start", "period_end"),
     *("currency", "issued_on", "due_on", "subtotal", "tax", "total", "opening", "closing", "issuer"),
-    "customer",
+    *("customer", "live_credit"),
 )
 
 

@@ -30,22 +30,25 @@ async def issue_credit_note(
         )
         if invoice is None:
             raise BillingError(f"no invoice {number!r}")
-        left = int(invoice["total"]) - int(invoice["credited"])
+        total, credited = int(invoice["total"]), int(invoice["credited"])
+        left = total - credited
         if amount > left:
             raise BillingError(
                 f"invoice {number} has {format_money(left)} left to credit, less than the amount asked"
             )
-        total = int(invoice["total"])
-        net = (
-            to_cents(div_round(amount * int(invoice["subtotal"]), total, Rounding.HALF_EVEN))
-            if total
-            else amount
-        )
+        subtotal = int(invoice["subtotal"])
+        # the net of all credit notes so far, and with this one, each rounded once: several partial notes
+        # add up to exactly what one note for their sum would be
+        net = _net_share(credited + amount, subtotal, total) - _net_share(credited, subtotal, total)
         tax = amount - net
-        rates = [int(r[0]) for r in await conn.fetch(
-            "select tax_rate from invoice_taxes where invoice_id = $1", invoice["invoice_id"]
-        )]  # fmt: skip
-        rate = rates[0] if len(rates) == 1 else 0
+        taxes = [
+            (int(r[0]), int(r[1]))
+            for r in await conn.fetch(
+                "select tax_rate, base from invoice_taxes where invoice_id = $1 order by base desc, tax_rate",
+                invoice["invoice_id"],
+            )
+        ] or [(0, subtotal)]
+        parts = _by_rate(net, tax, taxes, subtotal)
         operator_id = str(invoice["operator_id"])
         operator = settings.operators.get(operator_id)
         if operator is None:
@@ -74,24 +77,78 @@ async def issue_credit_note(
             invoice["issuer"],
             invoice["customer"],
         )
-        await conn.execute(
-            "insert into invoice_lines (invoice_id, line_no, kind, service, description, amount, tax_rate)"
-            " values ($1, 1, 'credit', 'fees', $2, $3, $4)",
-            note_id,
-            f"credit for invoice {number}: {reason}",
-            net,
-            rate,
-        )
-        await conn.execute(
-            "insert into invoice_taxes (invoice_id, tax_rate, base, tax) values ($1, $2, $3, $4)",
-            note_id,
-            rate,
-            net,
-            tax,
-        )
+        for n, (rate, part_net, part_tax) in enumerate(parts, 1):
+            await conn.execute(
+                "insert into invoice_lines"
+                " (invoice_id, line_no, kind, service, description, amount, tax_rate)"
+                " values ($1, $2, 'credit', 'fees', $3, $4, $5)",
+                note_id,
+                n,
+                f"credit for invoice {number}: {reason}",
+                part_net,
+                rate,
+            )
+            await conn.execute(
+                "insert into invoice_taxes (invoice_id, tax_rate, base, tax) values ($1, $2, $3, $4)",
+                note_id,
+                rate,
+                part_net,
+                part_tax,
+            )
         await conn.execute(
             "update invoices set credited = credited + $2 where invoice_id = $1",
             invoice["invoice_id"],
             amount,
         )
+        excess = int(invoice["paid"]) + credited + amount - total
+        if excess > 0:
+            await _refund_to_credit(conn, int(invoice["invoice_id"]), excess, today)
     return note
+
+
+def _net_share(gross: int, subtotal: int, total: int) -> int:
+    return to_cents(div_round(gross * subtotal, total, Rounding.HALF_EVEN)) if total else gross
+
+
+def _by_rate(net: int, tax: int, taxes: list[tuple[int, int]], subtotal: int) -> list[tuple[int, int, int]]:
+    """The note's net and tax over the invoice's tax rates, in proportion to their bases (cents; the
+    largest base takes the rounding rest)."""
+    if len(taxes) == 1 or not subtotal:
+        return [(taxes[0][0], net, tax)]
+    parts = []
+    for rate, base in taxes[1:]:
+        part_net = to_cents(div_round(net * base, subtotal, Rounding.HALF_EVEN))
+        parts.append((rate, part_net, to_cents(div_round(part_net * rate, 1_000_000, Rounding.HALF_EVEN))))
+    first = (taxes[0][0], net - sum(p[1] for p in parts), tax - sum(p[2] for p in parts))
+    return [first, *parts]
+
+
+async def _refund_to_credit(conn: asyncpg.Connection, invoice_id: int, excess: int, today: date) -> None:
+    """An invoice credited after it was paid: what it no longer needs goes back to the payments that
+    paid it (newest first) as customer credit for the next invoices, recorded as reversals."""
+    rows = await conn.fetch(
+        "select a.payment_id, a.amount - coalesce((select sum(r.amount) from payment_reversals r"
+        "  where r.payment_id = a.payment_id and r.invoice_id = a.invoice_id), 0) as left"
+        " from payment_allocations a where a.invoice_id = $1"
+        " order by a.allocated_on desc, a.payment_id desc for update",
+        invoice_id,
+    )
+    for row in rows:
+        back = min(excess, int(row["left"]))
+        if back <= 0:
+            continue
+        excess -= back
+        await conn.execute(
+            "insert into payment_reversals (payment_id, invoice_id, amount, reversed_on)"
+            " values ($1, $2, $3, $4)",
+            row["payment_id"],
+            invoice_id,
+            back,
+            today,
+        )
+        await conn.execute(
+            "update payments set unallocated = unallocated + $2 where payment_id = $1",
+            row["payment_id"],
+            back,
+        )
+        await conn.execute("update invoices set paid = paid - $2 where invoice_id = $1", invoice_id, back)

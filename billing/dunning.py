@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 import asyncpg
 
 from balance.records import AccountStatus
+from balance.store import StoreUnavailable, UnknownAccount
 from billing.provisioning import Provisioning, ProvisioningError
 from billing.settings import DunningSettings
 
@@ -29,13 +30,17 @@ class DunningResult:
     reactivated: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # account, reason
 
+    @property
+    def failed_ids(self) -> set[str]:
+        return {a for a, _ in self.failed}
+
 
 async def dunning_run(provisioning: Provisioning, settings: DunningSettings, on: date) -> DunningResult:
     conn = provisioning.conn
     result = DunningResult(on)
-    now = datetime.now(UTC)
+    await _resync_live(provisioning, result)
     overdue = await conn.fetch(
-        "select i.invoice_id, i.number, i.account_id, i.due_on, a.status,"
+        "select i.invoice_id, i.number, i.account_id, i.due_on,"
         " exists (select 1 from dunning_events e where e.invoice_id = i.invoice_id and e.step = 'reminder')"
         "  as reminded,"
         " exists (select 1 from dunning_events e where e.invoice_id = i.invoice_id and e.step = 'suspended')"
@@ -49,50 +54,80 @@ async def dunning_run(provisioning: Provisioning, settings: DunningSettings, on:
         late = (on - row["due_on"]).days
         invoice_id, account_id = int(row["invoice_id"]), str(row["account_id"])
         if late >= settings.reminder_after_days and not row["reminded"]:
-            await _event(conn, invoice_id, account_id, "reminder", on)
+            await _event(conn, invoice_id, account_id, "reminder", on, None)
             result.reminders.append((str(row["number"]), account_id))
-        if late < settings.suspend_after_days or row["suspended"]:
+        if late < settings.suspend_after_days or row["suspended"] or account_id in result.failed_ids:
             continue
-        status = (
-            AccountStatus(row["status"]) if account_id not in result.suspended else AccountStatus.SUSPENDED
-        )
-        if status is AccountStatus.ACTIVE:
-            try:
-                await provisioning.set_status(account_id, AccountStatus.SUSPENDED, now=now)
-            except ProvisioningError as exc:
-                result.failed.append((account_id, str(exc)))
-                continue
-            result.suspended.append(account_id)
-        if account_id in result.suspended or (
-            status is AccountStatus.SUSPENDED and await _ours(conn, account_id)
-        ):
-            await _event(conn, invoice_id, account_id, "suspended", on)
+        status = await conn.fetchval("select status from accounts where account_id = $1", account_id)
+        if status == AccountStatus.ACTIVE.value:
+            if await _set_status(
+                provisioning, account_id, AccountStatus.SUSPENDED, [invoice_id], "suspended", on, result
+            ):
+                result.suspended.append(account_id)
+        elif status == AccountStatus.SUSPENDED.value and await _ours(conn, account_id):
+            # suspended by dunning for an earlier invoice: this one keeps it suspended too
+            at = await conn.fetchval(
+                "select status_changed_at from accounts where account_id = $1", account_id
+            )
+            await _event(conn, invoice_id, account_id, "suspended", on, at)
 
-    # accounts dunning suspended whose every suspending invoice is settled now
+    # accounts dunning suspended, whose status nobody changed since, and whose suspending invoices are
+    # all settled now
     settled = await conn.fetch(
-        "select e.account_id from dunning_events e join invoices i using (invoice_id)"
-        " join accounts a on a.account_id = e.account_id"
+        "select e.account_id, array_agg(e.invoice_id) as invoices from dunning_events e"
+        " join invoices i using (invoice_id) join accounts a on a.account_id = e.account_id"
         " where e.step = 'suspended' and a.status = 'suspended'"
         " and not exists (select 1 from dunning_events r"
         "  where r.invoice_id = e.invoice_id and r.step = 'reactivated')"
-        " group by e.account_id having bool_and(i.total <= i.paid + i.credited)"
+        " group by e.account_id, a.status_changed_at"
+        " having bool_and(i.total <= i.paid + i.credited) and a.status_changed_at <= max(e.status_at)"
     )
     for row in settled:
-        account_id = str(row[0])
-        try:
-            await provisioning.set_status(account_id, AccountStatus.ACTIVE, now=now)
-        except ProvisioningError as exc:
-            result.failed.append((account_id, str(exc)))
-            continue
-        await conn.execute(
-            "insert into dunning_events (invoice_id, account_id, step, happened_on)"
-            " select invoice_id, account_id, 'reactivated', $2 from dunning_events"
-            " where account_id = $1 and step = 'suspended' on conflict do nothing",
-            account_id,
-            on,
-        )
-        result.reactivated.append(account_id)
+        account_id = str(row["account_id"])
+        invoices = [int(i) for i in row["invoices"]]
+        if await _set_status(
+            provisioning, account_id, AccountStatus.ACTIVE, invoices, "reactivated", on, result
+        ):
+            result.reactivated.append(account_id)
     return result
+
+
+async def _set_status(
+    provisioning: Provisioning,
+    account_id: str,
+    status: AccountStatus,
+    invoices: list[int],
+    step: str,
+    on: date,
+    result: DunningResult,
+) -> bool:
+    """The status change and its dunning events in one transaction around provisioning's PostgreSQL and
+    Redis writes: a Redis failure rolls the events and the status back, so nothing is half done."""
+    conn = provisioning.conn
+    now = datetime.now(UTC)
+    try:
+        async with conn.transaction():
+            for invoice_id in invoices:
+                await _event(conn, invoice_id, account_id, step, on, now)
+            await provisioning.set_status(account_id, status, now=now)
+    except (ProvisioningError, StoreUnavailable) as exc:
+        result.failed.append((account_id, str(exc)))
+        return False
+    return True
+
+
+async def _resync_live(provisioning: Provisioning, result: DunningResult) -> None:
+    """Accounts dunning ever touched get their PostgreSQL status pushed to Redis again, should an earlier
+    run have changed one side only (a commit lost after the Redis write)."""
+    rows = await provisioning.conn.fetch(
+        "select distinct a.account_id, a.status from dunning_events e join accounts a using (account_id)"
+        " where e.step in ('suspended', 'reactivated')"
+    )
+    for row in rows:
+        try:
+            await provisioning.store.set_status(str(row["account_id"]), AccountStatus(row["status"]))
+        except (UnknownAccount, StoreUnavailable) as exc:
+            result.failed.append((str(row["account_id"]), f"live status not refreshed: {exc}"))
 
 
 async def _ours(conn: asyncpg.Connection, account_id: str) -> bool:
@@ -107,12 +142,20 @@ async def _ours(conn: asyncpg.Connection, account_id: str) -> bool:
     )
 
 
-async def _event(conn: asyncpg.Connection, invoice_id: int, account_id: str, step: str, on: date) -> None:
+async def _event(
+    conn: asyncpg.Connection,
+    invoice_id: int,
+    account_id: str,
+    step: str,
+    on: date,
+    status_at: datetime | None,
+) -> None:
     await conn.execute(
-        "insert into dunning_events (invoice_id, account_id, step, happened_on) values ($1, $2, $3, $4)"
-        " on conflict do nothing",
+        "insert into dunning_events (invoice_id, account_id, step, happened_on, status_at)"
+        " values ($1, $2, $3, $4, $5) on conflict do nothing",
         invoice_id,
         account_id,
         step,
         on,
+        status_at,
     )

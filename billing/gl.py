@@ -140,6 +140,21 @@ async def journal(conn: asyncpg.Connection, period: BillingPeriod) -> list[Journ
             ("1100", 0, a["amount"]),
         )
 
+    for r in await conn.fetch(
+        "select p.reference, x.reversed_on, x.amount, i.number, i.currency from payment_reversals x"
+        " join payments p using (payment_id) join invoices i using (invoice_id)"
+        " where x.reversed_on >= $1 and x.reversed_on < $2 order by p.payment_id, i.invoice_id",
+        start,
+        end,
+    ):
+        entry(
+            r["reversed_on"],
+            f"payment {r['reference']} back from {r['number']}",
+            str(r["currency"]),
+            ("1100", r["amount"], 0),
+            ("2300", 0, r["amount"]),
+        )
+
     # prepaid money movements of the month, from the ledger, one entry per kind and service
     last_day = (period.end - timedelta(days=1)).isoformat()
     for m in await conn.fetch(

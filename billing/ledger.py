@@ -97,14 +97,18 @@ class Ledger:
                 f" (like ledger_entries including defaults) on commit delete rows"
             )
             self._staged = True
-        async with self.conn.transaction():
-            await self._copy(_STAGE, lines)
-            status = await self.conn.execute(
-                f"insert into ledger_entries ({_COLUMNS}) select {_COLUMNS} from {_STAGE}"
-                " on conflict do nothing"
-            )
-            inserted = _count(status)
-            await self._store_rejects(rejects)
+        try:
+            async with self.conn.transaction():
+                await self._copy(_STAGE, lines)
+                status = await self.conn.execute(
+                    f"insert into ledger_entries ({_COLUMNS}) select {_COLUMNS} from {_STAGE}"
+                    " on conflict do nothing"
+                )
+                inserted = _count(status)
+                await self._store_rejects(rejects)
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
+            # a replayed batch that also holds a line PostgreSQL refuses: line by line
+            return await self._store_one_by_one(lines, rejects)
         return Stored(inserted, len(lines) - inserted, len(rejects))
 
     async def _store_one_by_one(self, lines: Sequence[bytes], rejects: Sequence[Reject]) -> Stored:

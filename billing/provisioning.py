@@ -239,6 +239,10 @@ class Provisioning:
     def conn(self) -> asyncpg.Connection:
         return self._conn
 
+    @property
+    def store(self) -> BalanceStore:
+        return self._store
+
     async def _account(self, account_id: str, *, lock: bool = False) -> AccountRecord:
         record = await accounts.fetch_account(self._conn, account_id, lock=lock)
         if record is None:

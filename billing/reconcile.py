@@ -122,11 +122,13 @@ def _position(stream_id: str) -> tuple[int, int]:
 
 
 async def _not_stored(conn: asyncpg.Connection, records: Iterable[ChargeRecord]) -> list[ChargeRecord]:
-    """The records the ledger does not hold yet."""
+    """The records the ledger does not hold yet (by its key: entry id and time)."""
     records = list(records)
-    stored: set[str] = set()
+    stored: set[tuple[str, object]] = set()
     for start in range(0, len(records), 10_000):
         ids = [r.entry_id for r in records[start : start + 10_000]]
-        rows = await conn.fetch("select entry_id from ledger_entries where entry_id = any($1)", ids)
-        stored.update(str(r[0]) for r in rows)
-    return [r for r in records if r.entry_id not in stored]
+        rows = await conn.fetch(
+            "select entry_id, occurred_at from ledger_entries where entry_id = any($1)", ids
+        )
+        stored.update((str(r[0]), r[1]) for r in rows)
+    return [r for r in records if (r.entry_id, r.occurred_at) not in stored]

@@ -28,6 +28,14 @@ class FeeDebit:
     fee: str
     period: str  # the month, day or plan start the fee is for
     amount: int
+    plan: str = ""
+    plan_started: str = ""  # YYYY-MM-DD
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: this fee of this plan (since its start) for this period. A plan change
+        mid-month is a new plan start, so its prorated fee is not taken for the old plan's."""
+        return f"{self.plan}@{self.plan_started}/{self.fee}@{self.period}"
 
 
 @dataclass
@@ -59,8 +67,9 @@ def due_fees(
         elif fee.period is Period.DAILY:
             debits.append(FeeDebit(account_id, fee.name, on.isoformat(), fee.amount))
         elif month.start <= started < month.end:  # once: in the month the plan started, as on invoices
-            debits.append(FeeDebit(account_id, fee.name, f"{plan}@{started.isoformat()}", fee.amount))
-    return [d for d in debits if d.amount > 0]
+            debits.append(FeeDebit(account_id, fee.name, "once", fee.amount))
+    stamp = started.isoformat()
+    return [FeeDebit(d.account_id, d.fee, d.period, d.amount, plan, stamp) for d in debits if d.amount > 0]
 
 
 async def recurring_run(
@@ -85,7 +94,7 @@ async def recurring_run(
             result.refused.append((FeeDebit(account_id, "?", on.isoformat(), 0), str(exc)))
             continue
         for debit in fees:
-            key = f"{debit.fee}@{debit.period}"
+            key = debit.key
             try:
                 done = await store.debit_fee(account_id, debit.amount, key=key, reference=key, now=now)
             except Refused as exc:

@@ -64,6 +64,8 @@ create table invoices (
     paid         bigint not null default 0,
     -- credit notes against it
     credited     bigint not null default 0,
+    -- postpaid: the period's usage (exact, micro-units) to give back to the live balance once issued
+    live_credit  bigint not null default 0,
     -- postpaid: when the period's usage was given back to the live balance (the credit limit then bounds
     -- the next period's unbilled usage); null until the live store took it
     settled_live_at timestamptz null,

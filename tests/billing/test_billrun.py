@@ -210,7 +210,9 @@ async def test_occ_bill_run_and_invoice_commands(
     done = run_occ(config, "bill", "run", "--period", "2026-11", "--issued-on", "2026-12-01", "--json")
     assert done.code == 0, done
     assert done.json()["bills"][0]["number"] == "DT-2026-000001" and done.json()["totals"] == {"EUR": "12.00"}
-    again = run_occ(config, "bill", "run", "--period", "2026-11")
+    early = run_occ(config, "bill", "run", "--period", "2026-11", "--issued-on", "2026-11-30")
+    assert early.code == 2 and "not over until 2026-12-01" in early.err
+    again = run_occ(config, "bill", "run", "--period", "2026-11", "--issued-on", "2026-12-02")
     assert "issued 0 invoices" in again.out and "1 already billed" in again.out
     listed = run_occ(config, "invoice", "list", "--period", "2026-11", "--json")
     assert [(i["number"], i["total"], i["status"]) for i in listed.json()] == [

@@ -144,13 +144,20 @@ async def test_dunning_reminds_suspends_live_and_reactivates_when_paid(
     assert (await store.query(a)).account.status is AccountStatus.SUSPENDED  # the live side cuts sessions
     assert await db.fetchval("select status from accounts where account_id = $1", a) == "suspended"
     assert (await dunning_run(prov, rules, date(2027, 1, 6))).suspended == []
-    for account_id in (a, by_hand):
+    # a third account: suspended by dunning, then reactivated and suspended again by hand
+    toggled = await invoiced(db, store, ("2026-11",))
+    third = await dunning_run(prov, rules, date(2027, 1, 6))
+    assert third.suspended == [toggled], third
+    await prov.set_status(toggled, AccountStatus.ACTIVE, now=datetime.now(UTC))
+    await prov.set_status(toggled, AccountStatus.SUSPENDED, now=datetime.now(UTC))
+    for account_id in (a, by_hand, toggled):
         rows = read_payments(
             f"date,amount,reference,payer\n2027-01-07,11.99,P-{account_id},{account_id}\n", "p"
         )
         await import_payments(db, store, rows, "p", date(2027, 1, 7))
     back = await dunning_run(prov, rules, date(2027, 1, 8))
-    assert back.reactivated == [a]  # the account suspended by hand stays suspended
+    assert back.reactivated == [a]  # the accounts suspended by hand stay suspended
+    assert (await store.query(toggled)).account.status is AccountStatus.SUSPENDED
     assert (await store.query(a)).account.status is AccountStatus.ACTIVE
     assert (await store.query(by_hand)).account.status is AccountStatus.SUSPENDED
 
@@ -194,3 +201,40 @@ async def test_the_journal_balances_and_occ_gl_export_writes_it(
     assert "Accounts receivable" in text and "Deferred revenue" in text
     bad = run_occ(config, "payments", "import", str(tmp_path / "missing.csv"))
     assert bad.code == 2 and "cannot read" in bad.err
+
+
+async def test_crediting_a_paid_invoice_turns_the_excess_into_customer_credit(
+    db: asyncpg.Connection, store: BalanceStore
+) -> None:
+    a = await invoiced(db, store, ("2026-11",))
+    pay = read_payments(f"date,amount,reference,payer\n2026-12-02,11.99,PAID-1,{a}\n", "p")
+    await import_payments(db, store, pay, "p", date(2026, 12, 2))
+    await issue_credit_note(db, SETTINGS, "DT-2026-000001", 4 * EUR, "outage", date(2026, 12, 5))
+    invoice = await fetch_document(db, "DT-2026-000001")
+    assert invoice is not None and (invoice.paid, invoice.credited, invoice.status) == (
+        7_990_000,
+        4 * EUR,
+        "paid",
+    )
+    assert await db.fetchval("select unallocated from payments where reference = 'PAID-1'") == 4 * EUR
+    debits, credits = check_balanced(await journal(db, parse_period("2026-12")))
+    assert debits == credits
+    # the customer credit pays the next invoice
+    await bill_run(
+        db, await load_catalog(db), SETTINGS, parse_period("2026-12"), today=date(2027, 1, 1), account_id=a
+    )
+    dec = await fetch_document(db, "DT-2027-000001")
+    assert dec is not None and dec.paid == 4 * EUR
+
+
+async def test_a_closed_account_is_billed_no_more_fees(db: asyncpg.Connection, store: BalanceStore) -> None:
+    a = await invoiced(db, store, ("2026-11",))
+    await Provisioning(db, store).set_status(a, AccountStatus.CLOSED, now=datetime(2026, 12, 10, tzinfo=UTC))
+    dec = await bill_run(
+        db, await load_catalog(db), SETTINGS, parse_period("2026-12"), today=date(2027, 1, 1), account_id=a
+    )
+    assert [line.description for line in dec.bills[0].draft.lines] == ["subscription (demo), 9 of 31 days"]
+    jan = await bill_run(
+        db, await load_catalog(db), SETTINGS, parse_period("2027-01"), today=date(2027, 2, 1), account_id=a
+    )
+    assert (jan.bills, jan.empty) == ([], 1)

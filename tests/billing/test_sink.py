@@ -339,3 +339,67 @@ async def test_odd_values_are_escaped_and_values_postgresql_refuses_are_kept_asi
     reject = await conn.fetchrow("select * from ledger_rejects where stream_id = $1", bad_id)
     assert reject is not None and "PostgreSQL refused it" in reject["reason"]
     await assert_explained(conn, store, accounts, rejected=1)
+
+
+def test_an_odd_time_takes_the_careful_path_and_never_stops_the_sink() -> None:
+    from balance.charges import _batch
+
+    def entry(t: bytes) -> list[bytes]:
+        head = [
+            b"id",
+            b"A:e:1",
+            b"a",
+            b"A",
+            b"k",
+            b"event",
+            b"s",
+            b"sms",
+            b"i",
+            b"",
+            b"sess",
+            b"",
+            b"u",
+            b"1",
+        ]
+        return [
+            *head,
+            b"bu",
+            b"0",
+            b"m",
+            b"-5",
+            b"rel",
+            b"",
+            b"ref",
+            b"",
+            b"t",
+            t,
+            b"f",
+            b"",
+            b"bal",
+            b"1",
+            b"rsv",
+            b"0",
+        ]
+
+    batch = _batch(2, [[b"1-1", entry(b"abc1234")], [b"1-2", entry(b"")], [b"1-3", entry(b"-1500")]])
+    assert [r[0] for r in batch.rejects] == ["1-1", "1-2"]
+    # a time before 1970 is unusual, not wrong: exact, through the careful path
+    assert len(batch.lines) == 1 and b"1969-12-31T23:59:58.500000+00:00" in batch.lines[0]
+    assert batch.ids == ["1-1", "1-2", "1-3"]
+
+
+async def test_a_replayed_batch_with_a_line_postgresql_refuses_is_stored_line_by_line(
+    store: BalanceStore, service: ChargingService, conn: asyncpg.Connection
+) -> None:
+    accounts = await new_accounts(store, 1)
+    await traffic(service, accounts[0], 1)
+    streams = ChargeStreams(store.link, store.keys, "g2", "c")
+    await streams.ensure_groups()
+    batches = await streams.read_new(100)
+    ledger = Ledger(conn)
+    first = await ledger.store(batches)
+    fields = batches[0].lines[0].split(b"\t")
+    fields[0], fields[8] = b"other-id", b"1e3"  # an amount that is no integer
+    batches[0].lines.append(b"\t".join(fields))
+    again = await ledger.store(batches)
+    assert (again.inserted, again.duplicates, again.rejects) == (0, first.inserted, 1)
