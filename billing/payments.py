@@ -114,7 +114,12 @@ async def import_payments(
                 source,
                 row.amount if kind == "postpaid" else 0,
             )
-            paid = await allocate(conn, account_id, today, prefer=invoice_id) if kind == "postpaid" else []
+            # the money pays open invoices on the day it arrived (the journal dates the allocation so)
+            paid = (
+                await allocate(conn, account_id, row.received_on, prefer=invoice_id)
+                if kind == "postpaid"
+                else []
+            )
         result.imported.append((row, account_id, paid))
     result.pending_live = await credit_prepaid(conn, store)
     return result

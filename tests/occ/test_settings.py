@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from aaa.settings import RadiusSettings
+from billing.settings import BillingSettings
 from occ.settings import ConfigError, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,10 +111,13 @@ def test_non_numeric_port_override_names_the_variable(tmp_path: Path) -> None:
 
 def test_shipped_config_decodes_to_the_defaults() -> None:
     """The shipped file documents every key with its default value. RADIUS clients, plans and vendor
-    profiles are data (the demo ones), not defaults: the code's defaults are no clients and one profile."""
+    profiles and the billing operators are data (the demo ones), not defaults: the code's defaults are no
+    clients, one profile and a bare "default" operator."""
     shipped = load_settings(SHIPPED, environ={})
     radius = msgspec.structs.replace(shipped.radius, clients=[], plans={}, profiles=RadiusSettings().profiles)
-    assert msgspec.structs.replace(shipped, radius=radius) == Settings()
+    billing = msgspec.structs.replace(shipped.billing, operators=BillingSettings().operators)
+    assert msgspec.structs.replace(shipped, radius=radius, billing=billing) == Settings()
+    assert shipped.billing.operators["default"].invoice_prefix == "DT-"
     assert [c.address for c in shipped.radius.clients] == ["127.0.0.1", "::1"]
 
 
@@ -121,3 +125,32 @@ def test_credit_control_settings_are_checked_naming_the_key(tmp_path: Path) -> N
     text = '[diameter.credit_control.rating_groups.20]\nservice = "data"\nfinal_unit_action = "REDIRECT"\n'
     message = error_of(write(tmp_path, text))
     assert "diameter.credit_control.rating_groups.20.redirect_url" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (
+            '[billing.operators.default]\nname = "X"\ndefault_tax = "1.5"\n',
+            "billing.operators.default.default_tax",
+        ),
+        (
+            '[billing.operators.default]\nname = "X"\ntaxes = { data = "-0.1" }\n',
+            "billing.operators.default.taxes.data",
+        ),
+        ('[billing.operators.default]\nname = " "\n', "billing.operators.default.name"),
+        (
+            '[billing.operators.default]\nname = "X"\ninvoice_prefix = "A B"\n',
+            "billing.operators.default.invoice_prefix",
+        ),
+        ('[billing.operators.other]\nname = "X"\n', "billing.operators"),
+        (
+            "[billing.dunning]\nreminder_after_days = 30\nsuspend_after_days = 10\n",
+            "billing.dunning.suspend_after_days",
+        ),
+        ("[sink]\nbatch_size = 0\n", "sink.batch_size"),
+        ("[sink]\npoll_interval_s = 0\n", "sink.poll_interval_s"),
+    ],
+)
+def test_billing_and_sink_settings_are_checked_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    assert f"{key}:" in error_of(write(tmp_path, text), {})
