@@ -11,7 +11,7 @@ they are added from there: a record is counted from PostgreSQL or from Redis, ne
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import asyncpg
@@ -58,10 +58,31 @@ class Report:
     drifts: list[AccountCheck]
 
 
-async def reconcile(conn: asyncpg.Connection, streams: ChargeStreams) -> Report:
-    known = {str(r[0]) for r in await conn.fetch("select account_id from accounts")}
-    charged = {str(r[0]) for r in await conn.fetch("select distinct account_id from ledger_entries")}
-    accounts = sorted(known | charged | await streams.account_ids())
+async def reconcile(
+    conn: asyncpg.Connection,
+    streams: ChargeStreams,
+    *,
+    only: Collection[str] | None = None,
+    registered: bool = True,
+) -> Report:
+    """Every account of the database and the live store, or ``only`` these. ``registered=False`` checks
+    the money alone (accounts a benchmark put straight into the live store have no accounts row)."""
+    if only is not None:
+        accounts = sorted(set(only))
+        known = (
+            set(accounts)
+            if not registered
+            else {
+                str(r[0])
+                for r in await conn.fetch(
+                    "select account_id from accounts where account_id = any($1)", accounts
+                )
+            }
+        )
+    else:
+        known = {str(r[0]) for r in await conn.fetch("select account_id from accounts")}
+        charged = {str(r[0]) for r in await conn.fetch("select distinct account_id from ledger_entries")}
+        accounts = sorted(known | charged | await streams.account_ids())
 
     by_partition: dict[int, list[str]] = defaultdict(list)
     for account_id in accounts:

@@ -378,6 +378,55 @@ async def plan_catalog(settings: Any, plan: str, progress: Progress) -> Catalog:
     return catalog
 
 
+async def reconcile_bench(settings: Any, store: BalanceStore, accounts: list[str]) -> dict[str, Any]:
+    """``occ reconcile`` for the bench's accounts at the end of a run: their live money against the
+    PostgreSQL ledger (plus the records the charge sink has not stored yet)."""
+    import asyncpg
+
+    from balance.charges import ChargeStreams
+    from billing import db
+    from billing.reconcile import reconcile
+
+    try:
+        conn = await db.connect(settings.database.url, settings.database.connect_timeout_s)
+    except db.DatabaseUnavailable as exc:
+        return {"status": "not run", "reason": str(exc)}
+    try:
+        streams = ChargeStreams(store.link, store.keys, settings.sink.group, "bench")
+        found = await reconcile(conn, streams, only=accounts, registered=False)
+    except asyncpg.PostgresError as exc:
+        return {
+            "status": "not run",
+            "reason": f"PostgreSQL: {str(exc).strip().splitlines()[0]} (occ db migrate?)",
+        }
+    finally:
+        await conn.close()
+    drifts = [
+        {
+            "account": d.account_id,
+            "problem": d.problem,
+            "live": d.live,
+            "ledger": d.ledger,
+            "in_flight": d.in_flight,
+        }
+        for d in found.drifts[:20]
+    ]
+    return {"status": "failed" if found.drifts else "ok", "accounts": found.checked, "drifts": drifts}
+
+
+def reconcile_lines(report: Mapping[str, Any]) -> list[str]:
+    r = report.get("reconcile")
+    if not r:
+        return []
+    if r["status"] == "not run":
+        return [f"reconcile: not run — {r['reason']}"]
+    lines = [
+        f"reconcile (live money vs PostgreSQL ledger): {r['status'].upper()} — {r['accounts']} bench accounts"
+    ]
+    lines.extend(f"  drift: {d}" for d in r["drifts"][:5])
+    return lines
+
+
 async def _scan(store: BalanceStore, pattern: str) -> list[str]:
     found: list[str] = []
     cursor: Any = b"0"

@@ -45,6 +45,8 @@ from occ.bench_common import (
     latency_summary,
     percentile,
     plan_catalog,
+    reconcile_bench,
+    reconcile_lines,
     run_facts,
     to_toml,
     verdict_lines,
@@ -198,6 +200,8 @@ async def run_benchmark(
         conservation = await check_conservation(store, expected, unanswered=unanswered)
         report["conservation"] = conservation.as_dict()
         progress(f"conservation: {conservation.status}")
+        report["reconcile"] = await reconcile_bench(settings, store, [s.account_id for s in subscribers])
+        progress(f"reconcile (live money vs PostgreSQL ledger): {report['reconcile']['status']}")
         if daemon is not None:
             code = await daemon.stop()
             report["target"]["exit_status"] = code
@@ -313,6 +317,7 @@ def format_report(report: Mapping[str, Any]) -> str:
         )
         for mismatch in c["mismatches"][:5]:
             lines.append(f"  mismatch: {mismatch}")
+    lines.extend(reconcile_lines(report))
     raw = report.get("raw_redis_evalsha_per_s")
     if raw:
         lines.append(f"raw redis-benchmark EVALSHA of the session script, 32 conn: {raw:,.0f} calls/s")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from occ.bench_common import cpu_lines, head_lines, latency_summary, verdict_lines
+from occ.bench_common import cpu_lines, head_lines, latency_summary, reconcile_lines, verdict_lines
 from occ.radius_bench.load import ACCT, AUTH, PhaseResult
 
 EXPECTED_REPLY = {AUTH: "Access-Accept", ACCT: "Accounting-Response"}
@@ -131,6 +131,7 @@ def _check_lines(report: Mapping[str, Any]) -> list[str]:
                 f"{c['reserved_micros']} µ, sessions whose Stop was never answered {c['unanswered_requests']}"
             )
         lines.extend(f"  mismatch: {m}" for m in c["mismatches"][:5])
+    lines.extend(reconcile_lines(report))
     r = report.get("replies")
     if r:
         other = ", ".join(f"{k}: {n}" for k, n in r["other_replies"].items()) or "none"

@@ -20,7 +20,15 @@ from aaa.attributes import Attrs, resolve
 from aaa.clients import ClientTable
 from aaa.dictionary import load
 from balance.store import BalanceStore
-from occ.bench_common import MIB, ProcessError, Progress, plan_catalog, run_facts, watched_processes
+from occ.bench_common import (
+    MIB,
+    ProcessError,
+    Progress,
+    plan_catalog,
+    reconcile_bench,
+    run_facts,
+    watched_processes,
+)
 from occ.diameter.bench_accounts import accounts_needed
 from occ.radius_bench import accounts, freeradius
 from occ.radius_bench.load import ACCT, AUTH, LoadSpec, PhaseResult, run_phase, summarize
@@ -274,6 +282,8 @@ async def _run_benchmark(
         conservation = await accounts.check(store, expected, unsettled)
         report["conservation"] = {**conservation.as_dict(), "timeouts": sum(p.timeouts for p in ours)}
         progress(f"conservation: {conservation.status}")
+        report["reconcile"] = await reconcile_bench(settings, store, [who.account_id for who in identities])
+        progress(f"reconcile (live money vs PostgreSQL ledger): {report['reconcile']['status']}")
         report["target"]["exit_status"] = await server.stop()
         theirs: list[PhaseResult] = []
         if options.baseline:

@@ -275,6 +275,8 @@ async def test_a_spawned_accounting_run_without_baseline(config: Path) -> None:
     options = dataclasses.replace(SMALL, mode=ACCT, interims=1, baseline=False)
     report = await run_benchmark(options, config, load_settings(config))
     assert report["conservation"]["status"] == "ok", report["conservation"]
+    # and the end of every benchmark: the accounts' live money is what the PostgreSQL ledger explains
+    assert report["reconcile"] == {"status": "ok", "accounts": 3, "drifts": []}, report["reconcile"]
     assert report["conservation"]["expected_micros"] > 0 and report["replies"]["status"] == "ok"
     assert set(report["occ"]) == {"occ-peak", "occ-80%"} and "freeradius" not in report
     assert set(report["occ"]["occ-peak"]["types"]) == {"Start", "Interim", "Stop"}
