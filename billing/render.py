@@ -8,6 +8,7 @@ which knows Latin-1 only (other characters become "?").
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from rating_core.money import format_money
 
 _TITLES = {"invoice": "Invoice", "statement": "Statement", "credit_note": "Credit note"}
 _FONTS = Path("/usr/share/fonts/truetype/dejavu")
+_TABLES = re.compile(r"(<table\b.*?</table>)", re.S | re.I)
 
 
 class TemplateError(Exception):
@@ -77,7 +79,11 @@ def render_pdf(doc: Document, templates_dir: Path, template: str = "default") ->
         html = html.encode("latin-1", errors="replace").decode("latin-1")
     pdf.set_font(family, size=10)
     pdf.add_page()
-    pdf.write_html(html)
+    # each table is drawn by a write_html of its own: a <b> anywhere before a table in the same call
+    # would print the whole table bold (fpdf2 keeps the emphasis state across the call)
+    for part in _TABLES.split(html):
+        if part.strip():
+            pdf.write_html(part)
     return bytes(pdf.output())
 
 

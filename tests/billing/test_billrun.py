@@ -253,7 +253,7 @@ async def test_invoices_render_as_html_and_a_pdf_that_reads_like_an_invoice(
         "Ada Lovelace",
         "2026-12-15",
         "voice",
-        "TOTAL",
+        "Total",
     ):
         assert expected in text, (expected, text)
     # the issuer details are the ones stored with the invoice, whatever the configuration says now
