@@ -62,14 +62,20 @@ async def plan_exists(conn: asyncpg.Connection, plan: str) -> bool:
 
 
 # --- accounts -------------------------------------------------------------------------------------
-async def start_plan(conn: asyncpg.Connection, account_id: str, plan: str, at: datetime) -> None:
+async def start_plan(
+    conn: asyncpg.Connection, account_id: str, plan: str, at: datetime, *, resumed: bool = False
+) -> None:
     """End the account's current plan (if any) at ``at`` and start ``plan`` there: the history the
     billing run prorates recurring fees by."""
     await conn.execute(
         "update account_plans set ended_at = $2 where account_id = $1 and ended_at is null", account_id, at
     )
     await conn.execute(
-        "insert into account_plans (account_id, plan, started_at) values ($1, $2, $3)", account_id, plan, at
+        "insert into account_plans (account_id, plan, started_at, resumed) values ($1, $2, $3, $4)",
+        account_id,
+        plan,
+        at,
+        resumed,
     )
 
 
@@ -133,7 +139,7 @@ async def update_status(
             )
         elif old == AccountStatus.CLOSED.value:
             plan = await conn.fetchval("select plan from accounts where account_id = $1", account_id)
-            await start_plan(conn, account_id, str(plan), now)
+            await start_plan(conn, account_id, str(plan), now, resumed=True)
     return AccountStatus(old)
 
 

@@ -10,6 +10,7 @@ runs queue on the counter and find the invoices the other one made, so running t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -91,7 +92,7 @@ async def bill_run(
     result = RunResult(period.label, dry_run)
     if not dry_run and today < period.end:
         raise BillingError(f"{period.label} is not over until {period.end}; use --dry-run to look before")
-    if store is not None:
+    if store is not None and not dry_run:
         await _check_ledger_complete(store, period)
     accounts = await conn.fetch(
         "select account_id, kind, currency, operator_id, customer_name, billing_address from accounts"
@@ -123,37 +124,44 @@ async def bill_run(
     made: list[Bill] = []
     writing: asyncio.Task[list[Bill]] | None = None
     chunk: list[Bill] = []
-    for n, row in enumerate(accounts, 1):
-        if n % 100 == 0 or n == len(accounts):
-            if progress is not None:
-                progress(n, len(accounts))
-            await asyncio.sleep(0)  # let the chunk being written go on
-        aid = str(row["account_id"])
-        if aid in existing:
-            result.existing += 1
-            continue
-        try:
-            bill = _bill(row, pricing, spans, usage, charges, openings)
-        except BillingError as exc:
-            result.errors.append((aid, str(exc)))
-            continue
-        if bill is None:
-            result.empty += 1
-            continue
-        result.bills.append(bill)
-        chunk.append(bill)
-        if len(chunk) == CHUNK and not dry_run:
-            if writing is not None:
-                made += await writing
-            writing = asyncio.create_task(_issue(conn, settings, period, today, chunk, result))
-            chunk = []
+    try:
+        for n, row in enumerate(accounts, 1):
+            if n % 100 == 0 or n == len(accounts):
+                if progress is not None:
+                    progress(n, len(accounts))
+                await asyncio.sleep(0)  # let the chunk being written go on
+            aid = str(row["account_id"])
+            if aid in existing:
+                result.existing += 1
+                continue
+            try:
+                bill = _bill(row, pricing, spans, usage, charges, openings)
+            except BillingError as exc:
+                result.errors.append((aid, str(exc)))
+                continue
+            if bill is None:
+                result.empty += 1
+                continue
+            result.bills.append(bill)
+            chunk.append(bill)
+            if len(chunk) == CHUNK and not dry_run:
+                if writing is not None:
+                    made += await writing
+                writing = asyncio.create_task(_issue(conn, settings, period, today, chunk, result))
+                chunk = []
+    except BaseException:
+        if writing is not None:  # never leave a chunk's transaction running behind an error
+            writing.cancel()
+            with contextlib.suppress(BaseException):
+                await writing
+        raise
     if not dry_run:
         if writing is not None:
             made += await writing
         if chunk:
             made += await _issue(conn, settings, period, today, chunk, result)
         result.bills = made
-        await _allocate_credit(conn, made, today)
+        await _allocate_credit(conn, today)
         if store is not None:
             await _settle_live(conn, store, account_id, result)
     return result
@@ -274,12 +282,12 @@ async def _spans(
 ) -> dict[str, list[PlanSpan]]:
     return await _by_account(
         conn,
-        "select account_id, plan, started_at, ended_at from account_plans"
+        "select account_id, plan, started_at, ended_at, resumed from account_plans"
         " where (ended_at is null or ended_at > $1) and started_at < $2"
         " and ($3::text is null or account_id = $3) order by account_id, started_at",
         (period.start_at, period.end_at),
         account_id,
-        lambda r: PlanSpan(str(r["plan"]), r["started_at"], r["ended_at"]),
+        lambda r: PlanSpan(str(r["plan"]), r["started_at"], r["ended_at"], bool(r["resumed"])),
     )
 
 
@@ -337,13 +345,15 @@ async def _openings(conn: asyncpg.Connection, period: BillingPeriod, accounts: l
     return out
 
 
-async def _allocate_credit(conn: asyncpg.Connection, made: list[Bill], today: date) -> None:
-    """Money customers paid ahead (payments no invoice had taken) pays the invoices just issued."""
+async def _allocate_credit(conn: asyncpg.Connection, today: date) -> None:
+    """Money customers paid ahead (payments no invoice had taken) pays the open invoices — the ones this
+    run issued, and any an interrupted earlier run left."""
     from billing.payments import allocate  # payments build on the run's documents
 
-    invoiced = [b.account_id for b in made if b.kind == "invoice"]
     ahead = await conn.fetch(
-        "select distinct account_id from payments where unallocated > 0 and account_id = any($1)", invoiced
+        "select distinct p.account_id from payments p where p.unallocated > 0 and exists"
+        " (select 1 from invoices i where i.account_id = p.account_id and i.kind = 'invoice'"
+        "  and i.total > i.paid + i.credited)"
     )
     for row in ahead:
         async with conn.transaction():

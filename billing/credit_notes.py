@@ -8,6 +8,7 @@ import asyncpg
 
 from billing.billrun import invoice_number, lock_counter, save_counter
 from billing.invoice_model import CENT, BillingError, to_cents
+from billing.payments import allocate
 from billing.settings import BillingSettings
 from rating_core.money import Rounding, div_round, format_money
 
@@ -36,19 +37,24 @@ async def issue_credit_note(
             raise BillingError(
                 f"invoice {number} has {format_money(left)} left to credit, less than the amount asked"
             )
-        subtotal = int(invoice["subtotal"])
-        # the net of all credit notes so far, and with this one, each rounded once: several partial notes
-        # add up to exactly what one note for their sum would be
-        net = _net_share(credited + amount, subtotal, total) - _net_share(credited, subtotal, total)
-        tax = amount - net
-        taxes = [
-            (int(r[0]), int(r[1]))
+        rates = [
+            (int(r[0]), int(r[1]), int(r[2]))
             for r in await conn.fetch(
-                "select tax_rate, base from invoice_taxes where invoice_id = $1 order by base desc, tax_rate",
+                "select tax_rate, base, tax from invoice_taxes where invoice_id = $1"
+                " order by base + tax desc, tax_rate",
                 invoice["invoice_id"],
             )
-        ] or [(0, subtotal)]
-        parts = _by_rate(net, tax, taxes, subtotal)
+        ] or [(0, int(invoice["subtotal"]), int(invoice["tax"]))]
+        # what all credit notes of the invoice take from each rate, before and with this one, each figure
+        # rounded once: partial notes add up to exactly what one note for their sum would be, and a
+        # note for the whole invoice gives back exactly each rate's net and tax
+        before, after = _split(credited, rates, total), _split(credited + amount, rates, total)
+        parts = [
+            (rate, a_net - b_net, (a_gross - a_net) - (b_gross - b_net))
+            for (rate, b_gross, b_net), (_, a_gross, a_net) in zip(before, after, strict=True)
+        ]
+        net = sum(p[1] for p in parts)
+        tax = amount - net
         operator_id = str(invoice["operator_id"])
         operator = settings.operators.get(operator_id)
         if operator is None:
@@ -103,24 +109,26 @@ async def issue_credit_note(
         excess = int(invoice["paid"]) + credited + amount - total
         if excess > 0:
             await _refund_to_credit(conn, int(invoice["invoice_id"]), excess, today)
+            await allocate(conn, str(invoice["account_id"]), today)  # it pays other open invoices
     return note
 
 
-def _net_share(gross: int, subtotal: int, total: int) -> int:
-    return to_cents(div_round(gross * subtotal, total, Rounding.HALF_EVEN)) if total else gross
-
-
-def _by_rate(net: int, tax: int, taxes: list[tuple[int, int]], subtotal: int) -> list[tuple[int, int, int]]:
-    """The note's net and tax over the invoice's tax rates, in proportion to their bases (cents; the
-    largest base takes the rounding rest)."""
-    if len(taxes) == 1 or not subtotal:
-        return [(taxes[0][0], net, tax)]
-    parts = []
-    for rate, base in taxes[1:]:
-        part_net = to_cents(div_round(net * base, subtotal, Rounding.HALF_EVEN))
-        parts.append((rate, part_net, to_cents(div_round(part_net * rate, 1_000_000, Rounding.HALF_EVEN))))
-    first = (taxes[0][0], net - sum(p[1] for p in parts), tax - sum(p[2] for p in parts))
-    return [first, *parts]
+def _split(credited: int, rates: list[tuple[int, int, int]], total: int) -> list[tuple[int, int, int]]:
+    """(rate, gross, net) that ``credited`` of the invoice's ``total`` takes from each tax rate: gross in
+    proportion to the rate's own gross (the largest rate takes the rounding rest), net in proportion to the
+    rate's base within it; cents, half to even."""
+    if not total:
+        return [(rate, 0, 0) for rate, _, _ in rates]
+    grosses = [
+        to_cents(div_round(credited * (base + tax), total, Rounding.HALF_EVEN)) for _, base, tax in rates[1:]
+    ]
+    grosses.insert(0, credited - sum(grosses))
+    out = []
+    for (rate, base, tax), gross in zip(rates, grosses, strict=True):
+        whole = base + tax
+        net = to_cents(div_round(gross * base, whole, Rounding.HALF_EVEN)) if whole else gross
+        out.append((rate, gross, net))
+    return out
 
 
 async def _refund_to_credit(conn: asyncpg.Connection, invoice_id: int, excess: int, today: date) -> None:

@@ -11,6 +11,7 @@ on the same date does nothing.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -64,12 +65,10 @@ async def dunning_run(provisioning: Provisioning, settings: DunningSettings, on:
                 provisioning, account_id, AccountStatus.SUSPENDED, [invoice_id], "suspended", on, result
             ):
                 result.suspended.append(account_id)
-        elif status == AccountStatus.SUSPENDED.value and await _ours(conn, account_id):
-            # suspended by dunning for an earlier invoice: this one keeps it suspended too
-            at = await conn.fetchval(
-                "select status_changed_at from accounts where account_id = $1", account_id
-            )
-            await _event(conn, invoice_id, account_id, "suspended", on, at)
+        elif status == AccountStatus.SUSPENDED.value:
+            ours = await _our_suspension(conn, account_id)
+            if ours is not None:  # suspended by dunning for an earlier invoice: this one keeps it so too
+                await _event(conn, invoice_id, account_id, "suspended", on, ours)
 
     # accounts dunning suspended, whose status nobody changed since, and whose suspending invoices are
     # all settled now
@@ -112,6 +111,10 @@ async def _set_status(
             await provisioning.set_status(account_id, status, now=now)
     except (ProvisioningError, StoreUnavailable) as exc:
         result.failed.append((account_id, str(exc)))
+        # PostgreSQL rolled back; Redis may have taken the change before the failure: put it back
+        with contextlib.suppress(StoreUnavailable, UnknownAccount):
+            kept = await conn.fetchval("select status from accounts where account_id = $1", account_id)
+            await provisioning.store.set_status(account_id, AccountStatus(kept))
         return False
     return True
 
@@ -130,16 +133,18 @@ async def _resync_live(provisioning: Provisioning, result: DunningResult) -> Non
             result.failed.append((str(row["account_id"]), f"live status not refreshed: {exc}"))
 
 
-async def _ours(conn: asyncpg.Connection, account_id: str) -> bool:
-    """The account is suspended by dunning (an open suspension of ours), not by hand."""
-    return bool(
-        await conn.fetchval(
-            "select 1 from dunning_events e where e.account_id = $1 and e.step = 'suspended'"
-            " and not exists (select 1 from dunning_events r where r.invoice_id = e.invoice_id"
-            "  and r.step = 'reactivated')",
-            account_id,
-        )
+async def _our_suspension(conn: asyncpg.Connection, account_id: str) -> datetime | None:
+    """When dunning suspended the account, if its current suspension is dunning's (an open suspension
+    event, and nobody changed the status since); None when it was suspended by hand."""
+    at: datetime | None = await conn.fetchval(
+        "select max(e.status_at) from dunning_events e join accounts a using (account_id)"
+        " where e.account_id = $1 and e.step = 'suspended'"
+        " and not exists (select 1 from dunning_events r where r.invoice_id = e.invoice_id"
+        "  and r.step = 'reactivated')"
+        " having max(a.status_changed_at) <= max(e.status_at)",
+        account_id,
     )
+    return at
 
 
 async def _event(

@@ -71,6 +71,7 @@ class PlanSpan:
     plan: str
     started: datetime
     ended: datetime | None = None
+    resumed: bool = False  # the same plan again after the account was reopened: no "once" fees
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +138,7 @@ def recurring_lines(spans: Iterable[PlanSpan], catalog: Catalog, period: Billing
     lines = []
     for span in spans:
         days = days_in(span, period)
-        started_here = period.start <= span.started.astimezone(UTC).date() < period.end
+        started_here = period.start <= span.started.astimezone(UTC).date() < period.end and not span.resumed
         if not days and not started_here:
             continue
         try:

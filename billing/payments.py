@@ -145,7 +145,7 @@ async def allocate(
     money (oldest first); returns (invoice number, amount) of what was allocated. Call inside a
     transaction: the rows are locked."""
     invoices = await conn.fetch(
-        "select invoice_id, number, total - paid - credited as open from invoices"
+        "select invoice_id, number, issued_on, total - paid - credited as open from invoices"
         " where account_id = $1 and kind = 'invoice' and total > paid + credited"
         " order by invoice_id = $2 desc, issued_on, invoice_id for update",
         account_id,
@@ -175,7 +175,7 @@ async def allocate(
                 payment[0],
                 invoice["invoice_id"],
                 take,
-                today,
+                max(today, invoice["issued_on"]),  # money paid ahead pays an invoice when it is issued
             )
             await conn.execute(
                 "update invoices set paid = paid + $2 where invoice_id = $1", invoice["invoice_id"], take

@@ -48,7 +48,7 @@ class RecurringResult:
 
 
 def due_fees(
-    account_id: str, plan_started: datetime, catalog: Catalog, plan: str, on: date
+    account_id: str, plan_started: datetime, catalog: Catalog, plan: str, on: date, *, resumed: bool = False
 ) -> list[FeeDebit]:
     """The fees an account on ``plan`` (since ``plan_started``) owes for the day ``on``."""
     at = datetime.combine(on, time(), UTC)
@@ -66,7 +66,7 @@ def due_fees(
             debits.append(FeeDebit(account_id, fee.name, month.label, amount))
         elif fee.period is Period.DAILY:
             debits.append(FeeDebit(account_id, fee.name, on.isoformat(), fee.amount))
-        elif month.start <= started < month.end:  # once: in the month the plan started, as on invoices
+        elif month.start <= started < month.end and not resumed:  # once: in the plan's first month
             debits.append(FeeDebit(account_id, fee.name, "once", fee.amount))
     stamp = started.isoformat()
     return [FeeDebit(d.account_id, d.fee, d.period, d.amount, plan, stamp) for d in debits if d.amount > 0]
@@ -78,7 +78,7 @@ async def recurring_run(
     result = RecurringResult(on)
     day_start = datetime.combine(on, time(), UTC)
     rows = await conn.fetch(
-        "select a.account_id, p.plan, p.started_at from accounts a"
+        "select a.account_id, p.plan, p.started_at, p.resumed from accounts a"
         " join account_plans p on p.account_id = a.account_id"
         " and p.started_at <= $1 and (p.ended_at is null or p.ended_at > $1)"
         " where a.kind = 'prepaid' and a.status <> 'closed' order by a.account_id",
@@ -89,7 +89,9 @@ async def recurring_run(
     for row in rows:
         account_id = str(row["account_id"])
         try:
-            fees = due_fees(account_id, row["started_at"], catalog, str(row["plan"]), on)
+            fees = due_fees(
+                account_id, row["started_at"], catalog, str(row["plan"]), on, resumed=row["resumed"]
+            )
         except UnknownPlan as exc:
             result.refused.append((FeeDebit(account_id, "?", on.isoformat(), 0), str(exc)))
             continue

@@ -16,6 +16,8 @@ create table account_plans (
     plan       text not null,
     started_at timestamptz not null,
     ended_at   timestamptz null check (ended_at is null or ended_at > started_at),
+    -- the plan again after the account was closed and reopened: its "once" fees are not charged again
+    resumed    boolean not null default false,
     primary key (account_id, started_at)
 );
 

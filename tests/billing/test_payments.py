@@ -238,3 +238,62 @@ async def test_a_closed_account_is_billed_no_more_fees(db: asyncpg.Connection, s
         db, await load_catalog(db), SETTINGS, parse_period("2027-01"), today=date(2027, 2, 1), account_id=a
     )
     assert (jan.bills, jan.empty) == ([], 1)
+
+
+async def test_partial_credit_notes_over_two_tax_rates_give_back_each_rate_exactly(
+    db: asyncpg.Connection, store: BalanceStore
+) -> None:
+    a = await live_account(db, store, "postpaid", SINCE, limit=50 * EUR)
+    await db.execute(
+        "insert into ledger_entries (entry_id, account_id, kind, service, units, amount, occurred_at)"
+        " values ('d1', $1, 'usage', 'data', 1, -38720000, $2)",
+        a,
+        datetime(2026, 11, 5, tzinfo=UTC),
+    )
+    zero_fees = SETTINGS.operators["default"]
+    import msgspec
+
+    settings = msgspec.structs.replace(
+        SETTINGS,
+        operators={"default": msgspec.structs.replace(zero_fees, default_tax="0.00", taxes={"data": "0.20"})},
+    )
+    await bill_run(
+        db, await load_catalog(db), settings, parse_period("2026-11"), today=date(2026, 12, 1), account_id=a
+    )
+    invoice = await fetch_document(db, "DT-2026-000001")
+    assert invoice is not None and len(invoice.taxes) == 2
+    notes = []
+    left = invoice.total
+    for part in (11_540_000, 3_330_000, 7_770_000):  # three partial notes, then the rest
+        notes.append(
+            await issue_credit_note(db, settings, "DT-2026-000001", min(part, left), "p", date(2026, 12, 5))
+        )
+        left -= min(part, left)
+    notes.append(await issue_credit_note(db, settings, "DT-2026-000001", left, "rest", date(2026, 12, 6)))
+    by_rate: dict[int, list[int]] = {}
+    for number in notes:
+        doc = await fetch_document(db, number)
+        assert doc is not None
+        for rate, base, tax in doc.taxes:
+            totals = by_rate.setdefault(rate, [0, 0])
+            totals[0] += base
+            totals[1] += tax
+    assert {rate: tuple(t) for rate, t in by_rate.items()} == {
+        rate: (base, tax) for rate, base, tax in invoice.taxes
+    }
+
+
+async def test_a_reopened_account_pays_its_plan_again_but_not_its_once_fees(
+    db: asyncpg.Connection, store: BalanceStore
+) -> None:
+    a = await invoiced(db, store, ("2026-11",))
+    prov = Provisioning(db, store)
+    await prov.set_status(a, AccountStatus.CLOSED, now=datetime(2026, 12, 10, tzinfo=UTC))
+    await prov.set_status(a, AccountStatus.ACTIVE, now=datetime(2026, 12, 20, tzinfo=UTC))
+    dec = await bill_run(
+        db, await load_catalog(db), SETTINGS, parse_period("2026-12"), today=date(2027, 1, 1), account_id=a
+    )
+    assert sorted(line.description for line in dec.bills[0].draft.lines) == [
+        "subscription (demo), 12 of 31 days",
+        "subscription (demo), 9 of 31 days",
+    ]
