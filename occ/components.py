@@ -37,6 +37,8 @@ class DaemonContext:
     pool: asyncpg.Pool
     # The tariff plans in force. Empty when PostgreSQL has no tariff tables yet.
     catalog: Catalog
+    # Which worker process this is (1..server.workers); singletons (sink, RADIUS session control) run in 1.
+    worker: int = 1
 
 
 class Component(Protocol):
@@ -66,8 +68,8 @@ class Component(Protocol):
         ...
 
 
-def build_components(settings: Settings) -> list[Component]:
-    """The components of ``occ serve``, in start order (they are stopped in reverse order)."""
+def build_components(settings: Settings, worker: int = 1) -> list[Component]:
+    """The components of ``occ serve`` (of worker ``worker``), in start order (stopped in reverse)."""
     components: list[Component] = [ReaperComponent()]
     # ---- components are registered here, in start order ------------------------------------------
     # Background tasks first, so they run before the first request arrives:
@@ -76,7 +78,7 @@ def build_components(settings: Settings) -> list[Component]:
     # Protocol listeners last, so nothing is accepted before the machinery behind it runs:
     #   * RADIUS auth/accounting (aaa), Diameter Gy/Ro (occ.diameter, last: below).
     # --------------------------------------------------------------------------------------------------
-    if settings.sink.enabled:
+    if settings.sink.enabled and worker == 1:
         components.append(SinkComponent())
     if settings.radius.enabled:
         components.append(_radius_component())

@@ -52,6 +52,7 @@ PID_FILE_NAME = "occ.pid"
 # read per request, so it is swapped on reload like the tariffs.
 RESTART_ONLY: tuple[str, ...] = (
     "server.run_dir",
+    "server.workers",
     "metrics",
     "redis",
     "database",
@@ -279,9 +280,11 @@ class Daemon:
         components: ComponentFactory = build_components,
         *,
         pid_name: str = PID_FILE_NAME,
+        worker: int = 1,
     ) -> None:
         self._config_path = config_path.absolute()
         self._pid_name = pid_name
+        self._worker = worker
         self._boot_settings = settings
         self._component_factory = components
         self._ctx: DaemonContext | None = None
@@ -350,7 +353,12 @@ class Daemon:
         if warning:
             _log.warning(warning)
         self._ctx = ctx = DaemonContext(
-            settings=settings, config_path=self._config_path, store=store, pool=pool, catalog=catalog
+            settings=settings,
+            config_path=self._config_path,
+            store=store,
+            pool=pool,
+            catalog=catalog,
+            worker=self._worker,
         )
         metrics.TARIFF_PLANS.set(plan_count(catalog))
         metrics.CONFIG_LAST_RELOAD_TIME.set(time.time())

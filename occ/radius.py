@@ -20,7 +20,10 @@ class RadiusComponent:
     async def start(self, ctx: DaemonContext) -> None:
         settings = ctx.settings.radius
         self._charging = ChargingService(ctx.store, ctx.catalog, ctx.settings.balance)
-        self.server = RadiusServer(build_context(settings, self._charging))
+        self.server = RadiusServer(
+            build_context(settings, self._charging),
+            reuse_port=ctx.settings.server.workers > 1,
+        )
         try:
             await self.server.start()
             for address in settings.listen:

@@ -48,6 +48,10 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     log_format: str = "text"
     # Seconds a graceful shutdown waits for requests in flight.
     shutdown_grace_s: float = 10.0
+    # Worker processes sharing the Diameter and RADIUS ports (SO_REUSEPORT). With more than one, `occ serve`
+    # supervises them; worker i serves /metrics on metrics.port + i - 1, and only worker 1 runs the charge
+    # sink. A NAS's datagrams stay on one worker (the kernel hashes its address and port).
+    workers: int = 1
 
 
 class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -144,6 +148,15 @@ def _check(s: Settings, source: str) -> None:
         fail("server.log_level", "one of " + ", ".join(sorted(_LOG_LEVELS)), s.server.log_level)
     if s.server.log_format not in ("text", "json"):
         fail("server.log_format", '"text" or "json"', s.server.log_format)
+    if not 1 <= s.server.workers <= 64:
+        fail("server.workers", "an integer 1-64", s.server.workers)
+    if s.server.workers > 1:
+        if s.diameter.port == 0:
+            fail("diameter.port", "a fixed port when server.workers > 1 (workers share it)", 0)
+        if s.radius.enabled and 0 in (s.radius.auth_port, s.radius.acct_port):
+            fail("radius.auth_port", "fixed ports when server.workers > 1 (workers share them)", 0)
+        if s.metrics.port + s.server.workers - 1 > 65535:
+            fail("metrics.port", "room for one port per worker", s.metrics.port)
     if not 0 < s.metrics.port < 65536:
         fail("metrics.port", "a port number 1-65535", s.metrics.port)
     if not s.redis.url.startswith(("redis://", "rediss://", "unix://")):

@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "SIGHUP reloads the configuration, SIGTERM stops gracefully.",
         json_output=False,
     )
+    # a worker process of a supervised `occ serve` (server.workers > 1); not for people to type
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(handler=serve)
 
 
@@ -23,4 +25,25 @@ def serve(args: argparse.Namespace) -> int:
     settings = common.settings(args)  # an invalid file stops here: exit 2
     from occ.daemon import Daemon
 
-    return common.run(Daemon(config_path(args.config), settings).run())
+    path = config_path(args.config)
+    if args.worker is not None:
+        import functools
+
+        from occ.components import build_components
+        from occ.supervisor import worker_settings
+
+        if not 1 <= args.worker <= settings.server.workers:
+            raise common.UsageError(f"--worker {args.worker}: server.workers is {settings.server.workers}")
+        daemon = Daemon(
+            path,
+            worker_settings(settings, args.worker),
+            functools.partial(build_components, worker=args.worker),
+            pid_name=f"occ-worker-{args.worker}.pid",
+            worker=args.worker,
+        )
+        return common.run(daemon.run())
+    if settings.server.workers > 1:
+        from occ.supervisor import Supervisor
+
+        return common.run(Supervisor(path, settings).run())
+    return common.run(Daemon(path, settings).run())

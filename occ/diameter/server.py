@@ -106,10 +106,10 @@ class DiameterServer:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, reuse_port: bool = False) -> None:
         """Bind and accept; raises OSError when the address is taken."""
         s = self.settings
-        self._server = await listen(self, s.listen, s.port, server_ssl_context(s.tls))
+        self._server = await listen(self, s.listen, s.port, server_ssl_context(s.tls), reuse_port=reuse_port)
         sockets = self._server.sockets
         self.port = sockets[0].getsockname()[1] if sockets else s.port
         if ("*", "*") in self._config.allowed_peers and not _is_loopback(s.listen):
@@ -244,7 +244,7 @@ class DiameterComponent:
         self._applications = [f.build(ctx) for f in self._factories]
         self.server = DiameterServer(ctx.settings.diameter, self._applications)
         try:
-            await self.server.start()
+            await self.server.start(reuse_port=ctx.settings.server.workers > 1)
         except OSError as exc:
             s = ctx.settings.diameter
             raise OSError(

@@ -150,6 +150,9 @@ def test_credit_control_settings_are_checked_naming_the_key(tmp_path: Path) -> N
         ),
         ("[sink]\nbatch_size = 0\n", "sink.batch_size"),
         ("[sink]\npoll_interval_s = 0\n", "sink.poll_interval_s"),
+        ("[server]\nworkers = 0\n", "server.workers"),
+        ("[server]\nworkers = 2\n[diameter]\nport = 0\n", "diameter.port"),
+        ("[server]\nworkers = 2\n[radius]\nauth_port = 0\n", "radius.auth_port"),
     ],
 )
 def test_billing_and_sink_settings_are_checked_naming_the_key(tmp_path: Path, text: str, key: str) -> None:

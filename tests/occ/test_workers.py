@@ -1,0 +1,143 @@
+"""``occ serve`` with ``server.workers = 2``: two processes on the same ports, supervised.
+
+Real processes, real UDP: Access-Requests from many source ports reach both workers (SO_REUSEPORT), a
+reload reaches both, a killed worker is started again, and SIGTERM stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import subprocess
+import time
+import tomllib
+from pathlib import Path
+
+import asyncpg
+import pyrad.client
+import pyrad.dictionary
+import pyrad.packet
+import pytest
+
+from balance.settings import BalanceSettings, RedisSettings
+from balance.store import BalanceStore
+from billing.tariff_store import install_tariff
+from occ.bench_common import to_toml
+from tests.occ.test_daemon import OCC, REPO, child_env, free_port, request
+from tests.radius.test_interop import subscriber
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def install_demo(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        if await conn.fetchval("select 1 from tariff_versions where plan = 'demo' limit 1") is None:
+            demo = REPO / "config" / "tariffs" / "demo.toml"
+            await install_tariff(conn, demo.read_text(encoding="utf-8"), demo.name)
+    finally:
+        await conn.close()
+
+
+def metric(port: int, name: str) -> float:
+    _, _, body = request(port, "GET", "/metrics")
+    found = re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", body.decode(), re.M)
+    return sum(float(v) for v in found)
+
+
+def wait_for(check: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_two_workers_share_the_ports_reload_restart_and_stop(
+    tmp_path: Path, redis_url: str, key_prefix: str, database_url: str
+) -> None:
+    metrics_port, diameter_port = free_port(), free_port()
+    while metrics_port + 1 == diameter_port:
+        diameter_port = free_port()
+    auth, acct = free_udp_port(), free_udp_port()
+    raw = tomllib.loads((REPO / "config" / "occ.toml").read_text(encoding="utf-8"))
+    raw["server"].update(run_dir=str(tmp_path / "run"), shutdown_grace_s=3.0, workers=2)
+    raw["metrics"].update(listen="127.0.0.1", port=metrics_port)
+    raw["redis"].update(url=redis_url, key_prefix=key_prefix)
+    raw["database"]["url"] = database_url
+    raw["diameter"].update(listen="127.0.0.1", port=diameter_port)
+    raw["radius"].update(listen=["127.0.0.1"], auth_port=auth, acct_port=acct)
+    config = tmp_path / "occ.toml"
+    config.write_text(to_toml(raw), encoding="utf-8")
+    asyncio.run(install_demo(database_url))  # the workers read the tariffs at start
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*OCC, "serve", "--config", str(config)], cwd=REPO, env=child_env(), stdout=out, stderr=out
+        )
+    try:
+        wait_for(
+            lambda: all(request(p, "GET", "/health")[0] == 200 for p in (metrics_port, metrics_port + 1))
+        )
+        assert (tmp_path / "run" / "occ.pid").read_text().strip() == str(proc.pid)
+
+        async def provision() -> None:
+            store = await BalanceStore.connect(
+                RedisSettings(url=redis_url, key_prefix=key_prefix), BalanceSettings()
+            )
+            await subscriber(store, "w-sub", "w-user", "w-password")
+            await store.close()
+
+        asyncio.run(provision())
+        dictionary = pyrad.dictionary.Dictionary(str(REPO / "config/dictionaries/dictionary"))
+        accepted = 0
+        for _ in range(16):  # a socket per client: many source ports, hashed over both workers
+            client = pyrad.client.Client(
+                server="127.0.0.1",
+                authport=auth,
+                acctport=acct,
+                secret=b"testing123",
+                dict=dictionary,
+                timeout=3,
+            )
+            packet = client.CreateAuthPacket(code=pyrad.packet.AccessRequest, User_Name="w-user")
+            packet["User-Password"] = packet.PwCrypt("w-password")
+            accepted += client.SendPacket(packet).code == pyrad.packet.AccessAccept
+        assert accepted == 16
+        served = [metric(p, "occ_radius_requests_total") for p in (metrics_port, metrics_port + 1)]
+        assert sum(served) == 16 and all(n > 0 for n in served), served
+        # both workers accept Diameter connections on the one port
+        with socket.create_connection(("127.0.0.1", diameter_port), timeout=3):
+            pass
+
+        reloads = [metric(p, "occ_config_reloads_total") for p in (metrics_port, metrics_port + 1)]
+        proc.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: (
+                [metric(p, "occ_config_reloads_total") for p in (metrics_port, metrics_port + 1)] > reloads
+            )
+        )
+
+        worker_2 = int((tmp_path / "run" / "occ-worker-2.pid").read_text())
+        subprocess.run(["kill", "-9", str(worker_2)], check=True)
+        wait_for(lambda: int((tmp_path / "run" / "occ-worker-2.pid").read_text()) != worker_2)
+        wait_for(lambda: request(metrics_port + 1, "GET", "/health")[0] == 200)
+        assert "worker exited: starting it again" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0, log.read_text()
+    time.sleep(0.5)
+    with pytest.raises(OSError):
+        request(metrics_port, "GET", "/health", timeout=1)
