@@ -40,12 +40,23 @@ Progress = Callable[[str], None]
 # ---- CPU and figures -------------------------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def _cpu_seconds(pid: int, children: bool = True) -> float | None:
+    """CPU seconds of a process and, with ``children``, its live children (the workers of a supervised
+    ``occ serve``)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if not children:
+        return seconds
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    for kid in kids:
+        seconds += _cpu_seconds(int(kid)) or 0.0
+    return seconds
 
 
 def _machine_cpu() -> tuple[float, float] | None:
@@ -63,7 +74,12 @@ def _machine_cpu() -> tuple[float, float] | None:
 
 def cpu_snapshot(watch: Mapping[str, int]) -> dict[str, float]:
     """CPU seconds so far of each watched process (name -> pid) and of the machine (busy, steal)."""
-    snapshot = {name: seconds for name, pid in watch.items() if (seconds := _cpu_seconds(pid)) is not None}
+    # the load generator's children are the processes it measures: counted under their own names
+    snapshot = {
+        name: seconds
+        for name, pid in watch.items()
+        if (seconds := _cpu_seconds(pid, children=pid != os.getpid())) is not None
+    }
     machine = _machine_cpu()
     if machine is not None:
         snapshot["machine busy"], snapshot["steal"] = machine
