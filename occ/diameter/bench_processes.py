@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
+import socket
 import sys
 import tomllib
 from collections.abc import Callable
@@ -28,9 +29,13 @@ from occ.bench_common import (
 
 async def spawn_daemon(config: Path, workdir: Path, startup_timeout: float = 60.0) -> Spawned:
     """``python -m occ serve`` on a copy of ``config`` with free ports and a private run directory."""
-    # RADIUS on any free ports: never in the way of a running daemon
+    # RADIUS on free ports of its own: never in the way of a running daemon (fixed ones, which several
+    # workers can share)
+    auth_port, acct_port = free_ports(2, socket.SOCK_DGRAM)
     raw = serve_config(
-        tomllib.loads(config.read_text(encoding="utf-8")), workdir, {"auth_port": 0, "acct_port": 0}
+        tomllib.loads(config.read_text(encoding="utf-8")),
+        workdir,
+        {"auth_port": auth_port, "acct_port": acct_port, "listen": ["127.0.0.1"]},
     )
     return await spawn_occ_serve(raw, workdir, startup_timeout=startup_timeout)
 
