@@ -23,7 +23,6 @@ import asyncio
 import shlex
 import sys
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,9 @@ import asyncpg  # noqa: E402
 from billing.billrun import bill_run  # noqa: E402
 from billing.invoice_model import parse_period  # noqa: E402
 from billing.ledger import Ledger  # noqa: E402
-from billing.migrate import apply_migrations  # noqa: E402
 from billing.settings import BillingSettings, OperatorSettings  # noqa: E402
 from billing.tariff_store import install_tariff, load_catalog  # noqa: E402
-from occ.bench_common import head_lines, machine, verdict_lines, write_results  # noqa: E402
+from occ.bench_common import finish, head_lines, machine, scratch_database, verdict_lines  # noqa: E402
 
 GOAL = 0.5
 PERIOD = parse_period("2026-11")
@@ -74,14 +72,7 @@ def rows_for(n: int, accounts: list[str]) -> list[tuple[object, ...]]:
 
 
 async def main(options: argparse.Namespace) -> dict[str, Any]:
-    base, _, _ = options.database.rpartition("/")
-    name = "occ_bench_billing_" + uuid.uuid4().hex[:8]
-    dsn = f"{base}/{name}"
-    admin = await asyncpg.connect(options.database)
-    await admin.execute(f'create database "{name}"')
-    await admin.close()
-    try:
-        await apply_migrations(dsn)
+    async with scratch_database(options.database, "occ_bench_billing") as dsn:
         conn = await asyncpg.connect(dsn)
         demo = ROOT / "config" / "tariffs" / "demo.toml"
         await install_tariff(conn, demo.read_text(encoding="utf-8"), demo.name)
@@ -124,10 +115,6 @@ async def main(options: argparse.Namespace) -> dict[str, Any]:
         invoices = await conn.fetchval("select count(*) from invoices")
         ledger_total = await conn.fetchval("select sum(amount) from ledger_entries")
         await conn.close()
-    finally:
-        admin = await asyncpg.connect(options.database)
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-        await admin.close()
     ratio = group_by_s / run_s
     return {
         "benchmark": "billing",
@@ -190,8 +177,5 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     opts = parse()
     result = asyncio.run(main(opts))
-    text = render(result)
-    print(text)
-    if not opts.no_save:
-        print(f"written: {write_results(result, text, opts.out, 'billing')}")
-    sys.exit(0 if result["result"]["ok"] else 1)
+    ok = bool(result["result"]["ok"])
+    sys.exit(finish(result, render(result), opts.out, "billing", save=not opts.no_save, ok=ok))

@@ -39,10 +39,10 @@ from balance.charges import LEDGER_COLUMNS, ChargeRecord, ChargeStreams  # noqa:
 from balance.keys import KeySpace  # noqa: E402
 from balance.link import FastLink  # noqa: E402
 from billing import db  # noqa: E402
-from billing.migrate import apply_migrations  # noqa: E402
+from billing.ledger import Ledger  # noqa: E402
 from billing.settings import SinkSettings  # noqa: E402
 from billing.sink import ChargeSink  # noqa: E402
-from occ.bench_common import head_lines, machine, verdict_lines, write_results  # noqa: E402
+from occ.bench_common import finish, head_lines, machine, scratch_database, verdict_lines  # noqa: E402
 
 GOAL = 0.25
 PARTITIONS = 16
@@ -110,33 +110,25 @@ async def run_sink(link: FastLink, keys: KeySpace, dsn: str, records: int, batch
 
 
 async def main(options: argparse.Namespace) -> dict[str, Any]:
-    base, _, _ = options.database.rpartition("/")
-    name = "occ_bench_sink_" + uuid.uuid4().hex[:8]
-    dsn = f"{base}/{name}"
-    admin = await asyncpg.connect(options.database)
-    await admin.execute(f'create database "{name}"')
-    await admin.close()
     keys = KeySpace("bsink" + uuid.uuid4().hex[:8], PARTITIONS)
     link = FastLink(options.redis)
     try:
-        await apply_migrations(dsn)
-        total = await fill_streams(link, keys, options.records, options.accounts)
-        rows = await read_back(link, keys)
-        conn = await asyncpg.connect(dsn)
-        await conn.execute("create table raw_copy (like ledger_entries including defaults)")
-        from billing.ledger import Ledger
-
-        await Ledger(conn).ensure_partitions({datetime(2026, 11, 1).date()})
-        await conn.close()
-        plain = await raw_copy(dsn, rows, "raw_copy")
-        keyed = await raw_copy(dsn, rows, "ledger_entries")
-        conn = await asyncpg.connect(dsn)
-        await conn.execute("truncate ledger_entries")
-        await conn.close()
-        sink, duplicates = await run_sink(link, keys, dsn, options.records, options.batch_size)
-        conn = await asyncpg.connect(dsn)
-        count, stored_total = await conn.fetchrow("select count(*), sum(amount) from ledger_entries")
-        await conn.close()
+        async with scratch_database(options.database, "occ_bench_sink") as dsn:
+            total = await fill_streams(link, keys, options.records, options.accounts)
+            rows = await read_back(link, keys)
+            conn = await asyncpg.connect(dsn)
+            await conn.execute("create table raw_copy (like ledger_entries including defaults)")
+            await Ledger(conn).ensure_partitions({datetime(2026, 11, 1).date()})
+            await conn.close()
+            plain = await raw_copy(dsn, rows, "raw_copy")
+            keyed = await raw_copy(dsn, rows, "ledger_entries")
+            conn = await asyncpg.connect(dsn)
+            await conn.execute("truncate ledger_entries")
+            await conn.close()
+            sink, duplicates = await run_sink(link, keys, dsn, options.records, options.batch_size)
+            conn = await asyncpg.connect(dsn)
+            count, stored_total = await conn.fetchrow("select count(*), sum(amount) from ledger_entries")
+            await conn.close()
     finally:
         cursor: Any = 0
         while True:
@@ -146,9 +138,6 @@ async def main(options: argparse.Namespace) -> dict[str, Any]:
             if int(cursor) == 0:
                 break
         await link.close()
-        admin = await asyncpg.connect(options.database)
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-        await admin.close()
     ratio = sink / plain
     return {
         "benchmark": "sink",
@@ -204,8 +193,5 @@ if __name__ == "__main__":
     import uvloop
 
     result = uvloop.run(main(opts))
-    text = render(result)
-    print(text)
-    if not opts.no_save:
-        print(f"written: {write_results(result, text, opts.out, 'sink')}")
-    sys.exit(0 if result["ledger_check"]["ok"] else 1)
+    ok = bool(result["ledger_check"]["ok"])
+    sys.exit(finish(result, render(result), opts.out, "sink", save=not opts.no_save, ok=ok))

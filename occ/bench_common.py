@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,6 +207,42 @@ def verdict_lines(report: Mapping[str, Any]) -> list[str]:
         verdict = ("met" if goal["met"] else "NOT met") if value is not None else goal.get("why")
         lines.append(f"goal {name}: {shown} — {verdict or 'not measured'}")
     return lines
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(admin_dsn: str, name: str) -> AsyncIterator[str]:
+    """A new PostgreSQL database ``<name>_<random>`` with every migration applied, dropped afterwards;
+    yields its DSN. ``admin_dsn`` connects to a database the user may create others from."""
+    import uuid
+
+    import asyncpg
+
+    from billing.migrate import apply_migrations
+
+    base, _, _ = admin_dsn.rpartition("/")
+    database = f"{name}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'create database "{database}"')
+    finally:
+        await admin.close()
+    try:
+        await apply_migrations(f"{base}/{database}")
+        yield f"{base}/{database}"
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'drop database if exists "{database}" with (force)')
+        finally:
+            await admin.close()
+
+
+def finish(report: Mapping[str, Any], text: str, out_dir: Path, name: str, *, save: bool, ok: bool) -> int:
+    """A benchmark script's end: print the text, write the results unless told not to; the exit status."""
+    print(text)
+    if save:
+        print(f"written: {write_results(report, text, out_dir, name)}")
+    return 0 if ok else 1
 
 
 def write_results(report: Mapping[str, Any], text: str, out_dir: Path, name: str) -> Path:
