@@ -40,6 +40,35 @@ CHART: dict[str, str] = {
 }
 
 
+# Money moving between two accounts, one entry per row: (query of day, what, amount and currency over
+# the days $1..$2, the account debited, the account credited).
+_TRANSFERS = (
+    (  # a postpaid payment received: customer credit until an invoice takes it
+        "select p.received_on as day, 'payment ' || p.reference as what, p.amount, a.currency"
+        " from payments p join accounts a using (account_id)"
+        " where a.kind = 'postpaid' and p.received_on >= $1 and p.received_on < $2 order by p.payment_id",
+        "1000",
+        "2300",
+    ),
+    (  # ... allocated to an invoice
+        "select x.allocated_on as day, 'payment ' || p.reference || ' to ' || i.number as what, x.amount,"
+        " i.currency from payment_allocations x join payments p using (payment_id)"
+        " join invoices i using (invoice_id) where x.allocated_on >= $1 and x.allocated_on < $2"
+        " order by p.payment_id, i.invoice_id",
+        "2300",
+        "1100",
+    ),
+    (  # ... given back from an invoice a credit note took back
+        "select x.reversed_on as day, 'payment ' || p.reference || ' back from ' || i.number as what,"
+        " x.amount, i.currency from payment_reversals x join payments p using (payment_id)"
+        " join invoices i using (invoice_id) where x.reversed_on >= $1 and x.reversed_on < $2"
+        " order by p.payment_id, i.invoice_id",
+        "1100",
+        "2300",
+    ),
+)
+
+
 def revenue(service: str | None) -> str:
     return f"4000-{service or 'fees'}"
 
@@ -111,49 +140,10 @@ async def journal(conn: asyncpg.Connection, period: BillingPeriod) -> list[Journ
                 ("1100", 0, int(d["total"])),
             )
 
-    for p in await conn.fetch(
-        "select p.reference, p.received_on, p.amount, a.currency"
-        " from payments p join accounts a using (account_id)"
-        " where a.kind = 'postpaid' and p.received_on >= $1 and p.received_on < $2 order by p.payment_id",
-        start,
-        end,
-    ):
-        entry(
-            p["received_on"],
-            f"payment {p['reference']}",
-            str(p["currency"]),
-            ("1000", p["amount"], 0),
-            ("2300", 0, p["amount"]),
-        )
-    for a in await conn.fetch(
-        "select p.reference, x.allocated_on, x.amount, i.number, i.currency from payment_allocations x"
-        " join payments p using (payment_id) join invoices i using (invoice_id)"
-        " where x.allocated_on >= $1 and x.allocated_on < $2 order by p.payment_id, i.invoice_id",
-        start,
-        end,
-    ):
-        entry(
-            a["allocated_on"],
-            f"payment {a['reference']} to {a['number']}",
-            str(a["currency"]),
-            ("2300", a["amount"], 0),
-            ("1100", 0, a["amount"]),
-        )
-
-    for r in await conn.fetch(
-        "select p.reference, x.reversed_on, x.amount, i.number, i.currency from payment_reversals x"
-        " join payments p using (payment_id) join invoices i using (invoice_id)"
-        " where x.reversed_on >= $1 and x.reversed_on < $2 order by p.payment_id, i.invoice_id",
-        start,
-        end,
-    ):
-        entry(
-            r["reversed_on"],
-            f"payment {r['reference']} back from {r['number']}",
-            str(r["currency"]),
-            ("1100", r["amount"], 0),
-            ("2300", 0, r["amount"]),
-        )
+    for sql, debit, credit in _TRANSFERS:
+        for t in await conn.fetch(sql, start, end):
+            amount = int(t["amount"])
+            entry(t["day"], str(t["what"]), str(t["currency"]), (debit, amount, 0), (credit, 0, amount))
 
     # prepaid money movements of the month, from the ledger, one entry per kind and service
     last_day = (period.end - timedelta(days=1)).isoformat()
