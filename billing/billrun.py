@@ -24,6 +24,7 @@ from balance.charges import ChargeStreams
 from balance.store import BalanceStore, StoreUnavailable, UnknownAccount
 from billing import invoice_model as model
 from billing.invoice_model import BillingError, BillingPeriod, Draft, Line, PlanSpan, UsageTotal
+from billing.numbering import invoice_number, lock_counter, save_counter
 from billing.settings import BillingSettings, OperatorSettings
 from rating_core.money import parse_money
 from rating_core.tariff import Catalog, UnknownPlan
@@ -485,35 +486,6 @@ async def _issue(
         for operator_id, last in counters.items():
             await save_counter(conn, operator_id, today.year, last)
     return issued
-
-
-async def lock_counter(conn: asyncpg.Connection, operator_id: str, year: int) -> int:
-    """The operator's last invoice number of ``year``, its row locked until the transaction ends: whoever
-    numbers documents holds it, so numbers are gapless and never given twice."""
-    await conn.execute(
-        "insert into invoice_counters (operator_id, year) values ($1, $2) on conflict do nothing",
-        operator_id,
-        year,
-    )
-    last: int = await conn.fetchval(
-        "select last_number from invoice_counters where operator_id = $1 and year = $2 for update",
-        operator_id,
-        year,
-    )
-    return last
-
-
-async def save_counter(conn: asyncpg.Connection, operator_id: str, year: int, last: int) -> None:
-    await conn.execute(
-        "update invoice_counters set last_number = $3 where operator_id = $1 and year = $2",
-        operator_id,
-        year,
-        last,
-    )
-
-
-def invoice_number(operator: OperatorSettings, year: int, n: int) -> str:
-    return f"{operator.invoice_prefix}{year}-{n:06d}"
 
 
 _INVOICE_COLUMNS = (

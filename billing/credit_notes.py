@@ -6,8 +6,8 @@ from datetime import date
 
 import asyncpg
 
-from billing.billrun import invoice_number, lock_counter, save_counter
 from billing.invoice_model import CENT, BillingError, to_cents
+from billing.numbering import invoice_number, lock_counter, save_counter
 from billing.payments import allocate
 from billing.settings import BillingSettings
 from rating_core.money import Rounding, div_round, format_money

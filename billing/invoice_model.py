@@ -125,6 +125,11 @@ def to_cents(micro: int) -> int:
     return div_round(micro, CENT, Rounding.HALF_EVEN) * CENT
 
 
+def prorated(amount: int, days: int, period: BillingPeriod) -> int:
+    """A monthly amount for ``days`` of the period, half to even (the whole amount for all its days)."""
+    return div_round(amount * days, period.days, Rounding.HALF_EVEN)
+
+
 def days_in(span: PlanSpan, period: BillingPeriod) -> int:
     """Days of the period the plan covers: its first day counts, the day it ended does not."""
     first = max(span.started.astimezone(UTC).date(), period.start)
@@ -153,7 +158,7 @@ def recurring_lines(spans: Iterable[PlanSpan], catalog: Catalog, period: Billing
             if not days or not fee.amount:
                 continue
             if fee.period is Period.MONTHLY:
-                amount = div_round(fee.amount * days, period.days, Rounding.HALF_EVEN)
+                amount = prorated(fee.amount, days, period)
                 what = "month" if days == period.days else f"{days} of {period.days} days"
             else:
                 amount, what = fee.amount * days, f"{days} days"

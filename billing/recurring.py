@@ -17,8 +17,7 @@ from datetime import UTC, date, datetime, time
 import asyncpg
 
 from balance.store import BalanceStore, Refused, StoreUnavailable, UnknownAccount
-from billing.invoice_model import parse_period
-from rating_core.money import Rounding, div_round
+from billing.invoice_model import parse_period, prorated
 from rating_core.tariff import Catalog, Period, UnknownPlan
 
 
@@ -55,21 +54,21 @@ def due_fees(
     version = catalog.plan(plan, at=max(at, plan_started))
     month = parse_period(f"{on:%Y-%m}")
     started = plan_started.astimezone(UTC).date()
+    first_month = month.start <= started < month.end
+
+    def debit(fee: str, period: str, amount: int) -> FeeDebit:
+        return FeeDebit(account_id, fee, period, amount, plan, started.isoformat())
+
     debits = []
     for fee in version.fees:
-        if not fee.amount:
-            continue
         if fee.period is Period.MONTHLY:
-            amount: int = fee.amount
-            if month.start <= started < month.end:  # joined this month: the rest of it
-                amount = div_round(fee.amount * (month.end - started).days, month.days, Rounding.HALF_EVEN)
-            debits.append(FeeDebit(account_id, fee.name, month.label, amount))
+            days = (month.end - started).days if first_month else month.days  # joined this month: the rest
+            debits.append(debit(fee.name, month.label, prorated(fee.amount, days, month)))
         elif fee.period is Period.DAILY:
-            debits.append(FeeDebit(account_id, fee.name, on.isoformat(), fee.amount))
-        elif month.start <= started < month.end and not resumed:  # once: in the plan's first month
-            debits.append(FeeDebit(account_id, fee.name, "once", fee.amount))
-    stamp = started.isoformat()
-    return [FeeDebit(d.account_id, d.fee, d.period, d.amount, plan, stamp) for d in debits if d.amount > 0]
+            debits.append(debit(fee.name, on.isoformat(), fee.amount))
+        elif first_month and not resumed:  # once: in the plan's first month
+            debits.append(debit(fee.name, "once", fee.amount))
+    return [d for d in debits if d.amount > 0]
 
 
 async def recurring_run(
