@@ -79,6 +79,18 @@ async def traffic(service: ChargingService, account_id: str, rounds: int, tag: s
         await service.store.credit(account_id, 10_000, key=f"r{tag}{r}", reason="refund", now=NOW)
 
 
+async def charge_until(done: asyncio.Event, service: ChargingService, accounts: list[str], tag: str) -> None:
+    """:func:`traffic` on every account, round after round, until ``done`` is set."""
+
+    async def one(account_id: str) -> None:
+        n = 0
+        while not done.is_set():
+            await traffic(service, account_id, 1, tag=f"{tag}{n}")
+            n += 1
+
+    await asyncio.gather(*(one(a) for a in accounts))
+
+
 async def entries_added(store: BalanceStore) -> int:
     """Records ever appended to this test's charge streams."""
     total = 0

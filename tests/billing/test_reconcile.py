@@ -15,7 +15,7 @@ from balance.charges import ChargeStreams
 from balance.service import ChargingService
 from balance.store import BalanceStore
 from billing.reconcile import reconcile
-from tests.billing.charging import EUR, drain, make_sink, new_accounts, traffic
+from tests.billing.charging import EUR, charge_until, drain, make_sink, new_accounts, traffic
 from tests.occ.test_provisioning_cli import run_occ, write_config
 
 
@@ -41,14 +41,7 @@ async def test_no_drift_while_charging_and_the_sink_run(
         sink = make_sink(store, own_database)
         sinking = asyncio.create_task(sink.run())
         done = asyncio.Event()
-
-        async def charge(account_id: str) -> None:
-            n = 0
-            while not done.is_set():
-                await traffic(service, account_id, 1, tag=f"c{n}")
-                n += 1
-
-        charging = asyncio.gather(*(charge(a) for a in accounts))
+        charging = asyncio.create_task(charge_until(done, service, accounts, "c"))
         reports = []
         for _ in range(8):  # records in flight, some stored, some not: every instant adds up
             reports.append(await reconcile(conn, streams_of(store)))

@@ -33,6 +33,7 @@ from tests.billing.charging import (
     TARIFF,
     assert_explained,
     backlog,
+    charge_until,
     drain,
     drained,
     entries_added,
@@ -125,14 +126,7 @@ async def test_postgresql_gone_mid_stream_loses_and_doubles_nothing(
     task = asyncio.create_task(sink.run())
     try:
         done = asyncio.Event()
-
-        async def charge(account_id: str) -> None:
-            n = 0
-            while not done.is_set():
-                await traffic(service, account_id, 1, tag=f"x{n}")
-                n += 1
-
-        charging = asyncio.gather(*(charge(a) for a in accounts))
+        charging = asyncio.create_task(charge_until(done, service, accounts, "x"))
         await until(lambda: _stored_some(sink))
         await proxy.cut()  # PostgreSQL unreachable while charging goes on
         stored_before = sink.stored
