@@ -50,15 +50,19 @@ async def account(
     since: datetime = datetime(2025, 6, 1, tzinfo=UTC),
     operator: str = "default",
     plan: str = "demo",
+    credit_limit: int = 0,
 ) -> str:
+    """An account as provisioning writes it to PostgreSQL (accounts row and plan history)."""
     account_id = "b-" + uuid.uuid4().hex[:8]
     await conn.execute(
-        "insert into accounts (account_id, kind, currency, plan, operator_id, customer_name, created_at)"
-        " values ($1, $2, 'EUR', $3, $4, 'Ada Lovelace', $5)",
+        "insert into accounts"
+        " (account_id, kind, currency, plan, operator_id, customer_name, credit_limit, created_at)"
+        " values ($1, $2, 'EUR', $3, $4, 'Ada Lovelace', $5, $6)",
         account_id,
         kind,
         plan,
         operator,
+        credit_limit,
         since,
     )
     await conn.execute(

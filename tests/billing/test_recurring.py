@@ -15,7 +15,7 @@ from billing.invoice_model import parse_period
 from billing.recurring import due_fees, recurring_run
 from billing.tariff_store import load_catalog
 from tests.billing.charging import drain, make_sink
-from tests.billing.test_billrun import SETTINGS
+from tests.billing.test_billrun import SETTINGS, account
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "tariffs" / "demo.toml"
 EUR = 1_000_000
@@ -24,18 +24,8 @@ EUR = 1_000_000
 async def live_account(
     db: asyncpg.Connection, store: BalanceStore, kind: str, since: datetime, money: int = 0, limit: int = 0
 ) -> str:
-    account_id = "r-" + uuid.uuid4().hex[:8]
-    await db.execute(
-        "insert into accounts (account_id, kind, currency, plan, credit_limit, created_at)"
-        " values ($1, $2, 'EUR', 'demo', $3, $4)",
-        account_id,
-        kind,
-        limit,
-        since,
-    )
-    await db.execute(
-        "insert into account_plans (account_id, plan, started_at) values ($1, 'demo', $2)", account_id, since
-    )
+    """An account in PostgreSQL and in the live store, with ``money`` topped up."""
+    account_id = await account(db, kind, since=since, credit_limit=limit)
     await store.put_account(
         AccountRecord(
             account_id=account_id, kind=AccountKind(kind), currency="EUR", plan="demo", credit_limit=limit
