@@ -28,7 +28,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ChargeRecord(NamedTuple):
-    """One charge record; the field order is the ledger's column order (``LEDGER_COLUMNS``)."""
+    """One charge record, its fields in lib.lua add_record's order: also the order of the ledger columns
+    a COPY writes (``LINE_COLUMNS``)."""
 
     entry_id: str
     account_id: str
@@ -41,10 +42,10 @@ class ChargeRecord(NamedTuple):
     amount: int  # signed micro-units: credits positive, debits negative
     released: int | None  # reserved money returned (expiry records)
     reference: str | None
+    occurred_at: datetime
+    flags: str | None
     balance_after: int | None
     reserved_after: int | None
-    flags: str | None
-    occurred_at: datetime
     stream_partition: int
     stream_ms: int
     stream_seq: int
@@ -54,15 +55,8 @@ class ChargeRecord(NamedTuple):
         return f"{self.stream_ms}-{self.stream_seq}"
 
 
-LEDGER_COLUMNS: tuple[str, ...] = ChargeRecord._fields
-
-
-# The columns of a ledger line (COPY text format: tab-separated, "" for NULL), in add_record's order.
-LINE_COLUMNS: tuple[str, ...] = (
-    *("entry_id", "account_id", "kind", "service", "item", "session_id", "units", "bucket_units", "amount"),
-    *("released", "reference", "occurred_at", "flags", "balance_after", "reserved_after"),
-    *("stream_partition", "stream_ms", "stream_seq"),
-)
+# The columns of a ledger line (COPY text format: tab-separated, "" for NULL) and of a record.
+LINE_COLUMNS: tuple[str, ...] = ChargeRecord._fields
 
 
 @dataclass(slots=True)
@@ -140,10 +134,10 @@ def parse_entry(partition: int, entry_id: bytes, values: Sequence[bytes]) -> Cha
             int(m),
             _int(rel),
             _text(ref),
+            _EPOCH + timedelta(milliseconds=int(t)),
+            _text(fl),
             _int(bal),
             _int(rsv),
-            _text(fl),
-            _EPOCH + timedelta(milliseconds=int(t)),
             partition,
             int(ms),
             int(seq),
@@ -318,19 +312,13 @@ def _moment(ms: bytes) -> tuple[bytes, date]:
 
 def record_line(record: ChargeRecord) -> bytes:
     """A record as a ledger line, every value escaped for COPY's text format."""
-    values = [
-        record.entry_id, record.account_id, record.kind, record.service, record.item, record.session_id,
-        record.units, record.bucket_units, record.amount, record.released, record.reference,
-        record.occurred_at.isoformat(), record.flags, record.balance_after, record.reserved_after,
-        record.stream_partition, record.stream_ms, record.stream_seq,
-    ]  # fmt: skip
-    return b"\t".join(_escape(v) for v in values) + b"\n"
+    return b"\t".join(_escape(v) for v in record) + b"\n"
 
 
-def _escape(value: str | int | None) -> bytes:
+def _escape(value: str | int | datetime | None) -> bytes:
     if value is None or value == "":
         return b""
-    text = str(value)
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
     for char, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
         text = text.replace(char, escaped)
     return text.encode()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 
-from balance.charges import LEDGER_COLUMNS, ChargeRecord, ChargeStreams  # noqa: E402
+from balance.charges import LINE_COLUMNS, ChargeRecord, ChargeStreams  # noqa: E402
 from balance.keys import KeySpace  # noqa: E402
 from balance.link import FastLink  # noqa: E402
 from billing import db  # noqa: E402
@@ -83,7 +83,7 @@ async def raw_copy(dsn: str, rows: list[ChargeRecord], table: str) -> float:
     conn = await asyncpg.connect(dsn)
     try:
         started = time.perf_counter()
-        await conn.copy_records_to_table(table, records=rows, columns=LEDGER_COLUMNS)
+        await conn.copy_records_to_table(table, records=rows, columns=LINE_COLUMNS)
         return len(rows) / (time.perf_counter() - started)
     finally:
         await conn.close()
