@@ -57,6 +57,12 @@ class ChargeSink:
         self._ledger: Ledger | None = None
         self._stop = asyncio.Event()
         self._lag: list[Lag] = [Lag(0, None)] * len(streams.streams)
+        # the state of a run: still reading this consumer's own pending entries; the next round read
+        # ahead; the last round's acknowledgement; when to claim idle entries and refresh the lag next
+        self._pending = True
+        self._ahead: asyncio.Task[list[Batch]] | None = None
+        self._acking: asyncio.Task[bool] | None = None
+        self._next_claim = self._next_lag = 0.0
         # what the sink has done since it started (tests and `occ sink --once` read these)
         self.stored = 0
         self.duplicates = 0
@@ -67,67 +73,74 @@ class ChargeSink:
     async def run(self) -> None:
         """Read, store and acknowledge until stopped; outages of either service are waited out."""
         self._stop.clear()
+        self._pending, self._ahead, self._acking = True, None, None
+        self._next_claim = self._next_lag = 0.0
         try:
             if not await self._retry("redis", self.streams.ensure_groups):
                 return
-            pending = True  # first what this consumer read before a restart and never acknowledged
-            ahead: asyncio.Task[list[Batch]] | None = None  # the next round, read while one is stored
-            acking: asyncio.Task[bool] | None = None  # the last round's acknowledgement
-            next_claim = next_lag = 0.0
-            try:
-                while not self._stop.is_set():
-                    now = time.monotonic()
-                    batches: list[Batch] = []
-                    try:
-                        if ahead is not None:
-                            batches, ahead = await ahead, None
-                        elif pending:
-                            batches = await self.streams.read_pending(self.settings.batch_size)
-                            pending = bool(batches)
-                        else:
-                            batches = await self.streams.read_new(self.settings.batch_size)
-                        if now >= next_claim:
-                            next_claim = now + self.settings.claim_idle_s / 2
-                            batches += await self.streams.claim(
-                                self.settings.batch_size, int(self.settings.claim_idle_s * 1000)
-                            )
-                        if not batches and now >= next_lag:
-                            next_lag = now + _LAG_INTERVAL_S
-                            self._set_lag(list(enumerate(await self.streams.lag())))
-                    except RedisError as exc:
-                        metrics.SINK_ERRORS.labels(service="redis").inc()
-                        log.warning("charge sink cannot read the charge streams reason=%s", exc)
-                        if await self._pause(self.settings.retry_max_s):
-                            return
-                        continue
-                    if not batches:
-                        if await self._pause(self.settings.poll_interval_s):
-                            return
-                        continue
-                    if not pending:
-                        # Redis reads the next round while PostgreSQL stores this one; were the sink
-                        # to stop meanwhile, that round stays pending for this consumer's next start
-                        ahead = asyncio.create_task(self.streams.read_new(self.settings.batch_size))
-                    if not await self.store(batches):
-                        return  # stopped while PostgreSQL was away: the batch stays pending in Redis
-                    # acknowledged while the next round is stored; one at a time, in order. Pending
-                    # entries are read again until acknowledged, so that phase waits for it
-                    if acking is not None and not await acking:
+            while not self._stop.is_set():
+                try:
+                    batches = await self._read_round()
+                except RedisError as exc:
+                    metrics.SINK_ERRORS.labels(service="redis").inc()
+                    log.warning("charge sink cannot read the charge streams reason=%s", exc)
+                    if await self._pause(self.settings.retry_max_s):
                         return
-                    acking = asyncio.create_task(self._retry("redis", functools.partial(self._ack, batches)))
-                    if pending:
-                        done, acking = acking, None
-                        if not await done:
-                            return
-            finally:
-                if acking is not None:
-                    await acking
-                if ahead is not None:
-                    ahead.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, RedisError):
-                        await ahead
+                    continue
+                if not batches:
+                    if await self._pause(self.settings.poll_interval_s):
+                        return
+                    continue
+                if not await self._store_and_ack(batches):
+                    return  # stopped while a service was away: the round stays pending in Redis
         finally:
+            if self._acking is not None:
+                await self._acking
+            if self._ahead is not None:
+                self._ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RedisError):
+                    await self._ahead
             await self._close()
+
+    async def _read_round(self) -> list[Batch]:
+        """The next round: the one read ahead, else what this consumer read before a restart and never
+        acknowledged, else new entries; now and then also entries other consumers left idle."""
+        now = time.monotonic()
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            batches = await ahead
+        elif self._pending:
+            batches = await self.streams.read_pending(self.settings.batch_size)
+            self._pending = bool(batches)
+        else:
+            batches = await self.streams.read_new(self.settings.batch_size)
+        if now >= self._next_claim:
+            self._next_claim = now + self.settings.claim_idle_s / 2
+            batches += await self.streams.claim(
+                self.settings.batch_size, int(self.settings.claim_idle_s * 1000)
+            )
+        if not batches and now >= self._next_lag:
+            self._next_lag = now + _LAG_INTERVAL_S
+            self._set_lag(list(enumerate(await self.streams.lag())))
+        return batches
+
+    async def _store_and_ack(self, batches: list[Batch]) -> bool:
+        """Store a round and have it acknowledged; False when the sink was stopped meanwhile."""
+        if not self._pending:
+            # Redis reads the next round while PostgreSQL stores this one; were the sink to stop
+            # meanwhile, that round stays pending for this consumer's next start
+            self._ahead = asyncio.create_task(self.streams.read_new(self.settings.batch_size))
+        if not await self.store(batches):
+            return False
+        # acknowledged while the next round is stored; one at a time, in order. Pending entries are read
+        # again until acknowledged, so that phase waits for it
+        if self._acking is not None and not await self._acking:
+            return False
+        self._acking = asyncio.create_task(self._retry("redis", functools.partial(self._ack, batches)))
+        if self._pending:
+            acking, self._acking = self._acking, None
+            return await acking
+        return True
 
     async def store(self, batches: Sequence[Batch]) -> bool:
         """Store the batches in one transaction, retrying until it worked (True) or the sink is stopped
