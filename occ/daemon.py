@@ -96,6 +96,17 @@ def pid_file_path(settings: Settings, name: str = PID_FILE_NAME) -> Path:
     return Path(settings.server.run_dir) / name
 
 
+def take_pid_file(path: Path) -> PidFile | None:
+    """The pid file, locked; None (and the reason logged) when another process holds it."""
+    pid_file = PidFile(path)
+    try:
+        pid_file.acquire()
+    except StartupError as exc:
+        _log.error(f"cannot start: {exc}")
+        return None
+    return pid_file
+
+
 class PidFile:
     """The pid file, held with an exclusive ``flock`` for the daemon's lifetime.
 
@@ -307,11 +318,8 @@ class Daemon:
         settings = self._boot_settings
         log.configure(settings.server.log_level, settings.server.log_format)
         _log.info("starting", pid=os.getpid(), version=metrics.VERSION, config=str(self._config_path))
-        pid_file = PidFile(pid_file_path(settings, self._pid_name))
-        try:
-            pid_file.acquire()
-        except StartupError as exc:
-            _log.error(f"cannot start: {exc}")
+        pid_file = take_pid_file(pid_file_path(settings, self._pid_name))
+        if pid_file is None:
             return 1
         loop = asyncio.get_running_loop()
         self._install_signals(loop)

@@ -74,6 +74,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 
 
+def with_metrics_port(settings: Settings, port: int) -> Settings:
+    """The settings of a process that serves /metrics on a port of its own (``occ sink``, workers)."""
+    return msgspec.structs.replace(settings, metrics=msgspec.structs.replace(settings.metrics, port=port))
+
+
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The config file to use: the explicit path, else ``$OCC_CONFIG``, else ``config/occ.toml``."""
     if explicit is not None:

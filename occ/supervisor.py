@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from occ import log
-from occ.daemon import PidFile, StartupError, pid_file_path
-from occ.settings import Settings
+from occ.daemon import pid_file_path, take_pid_file
+from occ.settings import Settings, with_metrics_port
 
 _log = log.get("occ.supervisor")
 
@@ -32,10 +32,7 @@ STOP_MARGIN_S = 5.0
 
 def worker_settings(settings: Settings, worker: int) -> Settings:
     """A worker's settings: its own /metrics port."""
-    import msgspec
-
-    metrics = msgspec.structs.replace(settings.metrics, port=settings.metrics.port + worker - 1)
-    return msgspec.structs.replace(settings, metrics=metrics)
+    return with_metrics_port(settings, settings.metrics.port + worker - 1)
 
 
 class Supervisor:
@@ -48,11 +45,8 @@ class Supervisor:
     async def run(self) -> int:
         s = self._settings
         log.configure(s.server.log_level, s.server.log_format)
-        pid_file = PidFile(pid_file_path(s))
-        try:
-            pid_file.acquire()
-        except StartupError as exc:
-            _log.error(f"cannot start: {exc}")
+        pid_file = take_pid_file(pid_file_path(s))
+        if pid_file is None:
             return 1
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import msgspec
-
 from occ.cli import common
-from occ.settings import Settings, config_path
+from occ.settings import Settings, config_path, with_metrics_port
 
 SINK_PID_FILE = "occ-sink.pid"
 
@@ -35,7 +33,7 @@ def sink_settings(settings: Settings, metrics_port: int | None) -> Settings:
     port = settings.sink.metrics_port if metrics_port is None else metrics_port
     if not 0 < port < 65536:
         raise common.UsageError(f"invalid --metrics-port {port}: expected a port number 1-65535")
-    return msgspec.structs.replace(settings, metrics=msgspec.structs.replace(settings.metrics, port=port))
+    return with_metrics_port(settings, port)
 
 
 def run_sink(args: argparse.Namespace) -> int:
