@@ -37,7 +37,7 @@ from billing.invoice_model import parse_period  # noqa: E402
 from billing.ledger import Ledger  # noqa: E402
 from billing.settings import BillingSettings, OperatorSettings  # noqa: E402
 from billing.tariff_store import install_tariff, load_catalog  # noqa: E402
-from occ.bench_common import finish, head_lines, machine, scratch_database, verdict_lines  # noqa: E402
+from occ.bench_common import add_script_options, finish, head_lines, machine, scratch_database, verdict_lines  # noqa: E402
 
 GOAL = 0.5
 PERIOD = parse_period("2026-11")
@@ -166,11 +166,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--prepaid-share", type=float, default=0.3)
-    parser.add_argument(
-        "--database", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin DSN"
-    )
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--no-save", action="store_true", help="print only")
+    add_script_options(parser)
     return parser.parse_args(argv)
 
 

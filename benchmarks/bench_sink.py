@@ -42,7 +42,7 @@ from billing import db  # noqa: E402
 from billing.ledger import Ledger  # noqa: E402
 from billing.settings import SinkSettings  # noqa: E402
 from billing.sink import ChargeSink  # noqa: E402
-from occ.bench_common import finish, head_lines, machine, scratch_database, verdict_lines  # noqa: E402
+from occ.bench_common import add_script_options, finish, head_lines, machine, scratch_database, verdict_lines  # noqa: E402
 
 GOAL = 0.25
 PARTITIONS = 16
@@ -180,11 +180,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=1000, help="entries per partition per round")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
-    parser.add_argument(
-        "--database", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin DSN"
-    )
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--no-save", action="store_true", help="print only")
+    add_script_options(parser)
     return parser.parse_args(argv)
 
 

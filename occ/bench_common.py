@@ -7,6 +7,7 @@ Diameter bench's :mod:`occ.diameter.bench_accounts`, which the RADIUS bench uses
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import importlib.util
@@ -235,6 +236,15 @@ async def scratch_database(admin_dsn: str, name: str) -> AsyncIterator[str]:
             await admin.execute(f'drop database if exists "{database}" with (force)')
         finally:
             await admin.close()
+
+
+def add_script_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a benchmark script on a scratch database: the admin DSN, and where results go."""
+    parser.add_argument(
+        "--database", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin DSN"
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--no-save", action="store_true", help="print only")
 
 
 def finish(report: Mapping[str, Any], text: str, out_dir: Path, name: str, *, save: bool, ok: bool) -> int:
