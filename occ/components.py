@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +69,11 @@ class Component(Protocol):
         ...
 
 
-def build_components(settings: Settings, worker: int = 1) -> list[Component]:
-    """The components of ``occ serve`` (of worker ``worker``), in start order (stopped in reverse)."""
+def build_components(
+    settings: Settings, worker: int = 1, diameter_handoff: socket.socket | None = None
+) -> list[Component]:
+    """The components of ``occ serve`` (of worker ``worker``, which serves the Diameter connections its
+    supervisor hands over on ``diameter_handoff``), in start order (stopped in reverse)."""
     components: list[Component] = [ReaperComponent()]
     # ---- components are registered here, in start order ------------------------------------------
     # Background tasks first, so they run before the first request arrives:
@@ -82,7 +86,7 @@ def build_components(settings: Settings, worker: int = 1) -> list[Component]:
         components.append(SinkComponent())
     if settings.radius.enabled:
         components.append(_radius_component())
-    components.append(_diameter_component())
+    components.append(_diameter_component(diameter_handoff))
     return components
 
 
@@ -92,13 +96,13 @@ def _radius_component() -> Component:
     return RadiusComponent()
 
 
-def _diameter_component() -> Component:
+def _diameter_component(handoff: socket.socket | None) -> Component:
     """The Diameter listener serving the credit-control application."""
     from occ.diameter import credit_control
     from occ.diameter.server import ApplicationFactory, DiameterComponent
 
     factory = ApplicationFactory(credit_control.build_application, credit_control.reload_application)
-    return DiameterComponent([factory])
+    return DiameterComponent([factory], handoff)
 
 
 class ReaperComponent:

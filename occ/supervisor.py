@@ -4,8 +4,9 @@ The supervisor holds the pid file (so ``occ reload`` and init systems see one da
 as ``occ serve --worker I`` (its own event loop, its own Redis and PostgreSQL connections, SO_REUSEPORT
 on the Diameter and RADIUS ports, /metrics on ``metrics.port + I - 1``), forwards SIGHUP (reload) and
 SIGTERM/SIGINT (graceful stop) to them, and starts again a worker that died. Workers keep no state that
-matters (ARCHITECTURE.md: every session lives in Redis), so the kernel may hand any connection or NAS
-to any of them.
+matters (ARCHITECTURE.md: every session lives in Redis), so any NAS or peer may land on any of them: the
+kernel spreads RADIUS datagrams over the workers' sockets, and the supervisor itself accepts Diameter
+connections and hands each to the worker holding the fewest (:mod:`occ.diameter.handoff`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from occ import log
 from occ.daemon import pid_file_path, take_pid_file
+from occ.diameter.handoff import Dealer, bind_listener
 from occ.settings import Settings, with_metrics_port
 
 _log = log.get("occ.supervisor")
@@ -41,6 +43,7 @@ class Supervisor:
         self._settings = settings
         self._workers: dict[int, asyncio.subprocess.Process] = {}
         self._stop = asyncio.Event()
+        self._dealer: Dealer | None = None
 
     async def run(self) -> int:
         s = self._settings
@@ -48,6 +51,14 @@ class Supervisor:
         pid_file = take_pid_file(pid_file_path(s))
         if pid_file is None:
             return 1
+        d = s.diameter
+        try:
+            self._dealer = Dealer(bind_listener(d.listen, d.port))
+        except OSError as exc:
+            _log.error(f"cannot start: Diameter cannot listen on {d.listen}:{d.port}: {exc.strerror or exc}")
+            pid_file.release()
+            return 1
+        self._dealer.start()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
@@ -94,8 +105,16 @@ class Supervisor:
         return code
 
     async def _start(self, worker: int, started: dict[int, float]) -> None:
+        assert self._dealer is not None
+        handoff = self._dealer.attach(worker)
         argv = [sys.executable, "-m", "occ", "serve", "--config", str(self._config), "--worker", str(worker)]
-        self._workers[worker] = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
+        argv += ["--handoff-fd", str(handoff.fileno())]
+        try:
+            self._workers[worker] = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, pass_fds=(handoff.fileno(),)
+            )
+        finally:
+            handoff.close()  # the worker holds its own copy
         started[worker] = time.monotonic()
 
     def _forward(self, sig: signal.Signals) -> None:
@@ -105,6 +124,8 @@ class Supervisor:
                     process.send_signal(sig)
 
     async def _stop_all(self) -> None:
+        if self._dealer is not None:  # no new Diameter connection while the workers stop
+            await self._dealer.close()
         self._forward(signal.SIGTERM)
         deadline = self._settings.server.shutdown_grace_s + STOP_MARGIN_S
         for worker, process in self._workers.items():

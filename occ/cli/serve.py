@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     # a worker process of a supervised `occ serve` (server.workers > 1); not for people to type
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    # its end of the Unix socket pair on which the supervisor hands over Diameter connections
+    parser.add_argument("--handoff-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(handler=serve)
 
 
@@ -28,6 +30,7 @@ def serve(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     if args.worker is not None:
         import functools
+        import socket
 
         from occ.components import build_components
         from occ.supervisor import worker_settings
@@ -37,7 +40,11 @@ def serve(args: argparse.Namespace) -> int:
         daemon = Daemon(
             path,
             worker_settings(settings, args.worker),
-            functools.partial(build_components, worker=args.worker),
+            functools.partial(
+                build_components,
+                worker=args.worker,
+                diameter_handoff=None if args.handoff_fd is None else socket.socket(fileno=args.handoff_fd),
+            ),
             pid_name=f"occ-worker-{args.worker}.pid",
             worker=args.worker,
         )

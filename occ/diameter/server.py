@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,9 +26,15 @@ from typing import TYPE_CHECKING, Any
 from occ import log
 from occ.diameter.application import Application, PeerHandle
 from occ.diameter.dictionary import APP_CREDIT_CONTROL, VENDOR_3GPP
+from occ.diameter.handoff import Receiver
 from occ.diameter.peer import PeerConfig
 from occ.diameter.settings import DiameterSettings
-from occ.diameter.transport import DiameterConnection, listen, server_ssl_context
+from occ.diameter.transport import (
+    TLS_HANDSHAKE_TIMEOUT_S,
+    DiameterConnection,
+    listen,
+    server_ssl_context,
+)
 
 if TYPE_CHECKING:
     from occ.components import DaemonContext
@@ -99,6 +107,9 @@ class DiameterServer:
         self._origin_state_id = origin_state_id
         self._config = peer_config(settings, self.applications, origin_state_id)
         self._server: asyncio.Server | None = None
+        self._receiver: Receiver | None = None
+        self._handed_tls: ssl.SSLContext | None = None
+        self._adopting: set[asyncio.Task[None]] = set()
         self._connections: set[DiameterConnection] = set()
         self._opened: set[DiameterConnection] = set()
         self._by_host: dict[str, DiameterConnection] = {}
@@ -106,12 +117,19 @@ class DiameterServer:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
-    async def start(self, *, reuse_port: bool = False) -> None:
-        """Bind and accept; raises OSError when the address is taken."""
+    async def start(self, *, handoff: socket.socket | None = None) -> None:
+        """Bind and accept; raises OSError when the address is taken. With ``handoff`` (a worker of a
+        supervised daemon), serve the connections the supervisor accepts and hands over instead."""
         s = self.settings
-        self._server = await listen(self, s.listen, s.port, server_ssl_context(s.tls), reuse_port=reuse_port)
-        sockets = self._server.sockets
-        self.port = sockets[0].getsockname()[1] if sockets else s.port
+        if handoff is not None:
+            self._handed_tls = server_ssl_context(s.tls)
+            self._receiver = Receiver(handoff, self._adopt)
+            self._receiver.start()
+            self.port = s.port
+        else:
+            self._server = await listen(self, s.listen, s.port, server_ssl_context(s.tls))
+            sockets = self._server.sockets
+            self.port = sockets[0].getsockname()[1] if sockets else s.port
         if ("*", "*") in self._config.allowed_peers and not _is_loopback(s.listen):
             _log.warning(
                 "Diameter accepts any peer on a non-loopback address; list the peers in "
@@ -144,6 +162,10 @@ class DiameterServer:
         deadline = loop.time() + grace_s
         if self._server is not None:
             self._server.close()
+        if self._receiver is not None:
+            self._receiver.stop()
+        for task in self._adopting:
+            task.cancel()
         connections = list(self._connections)
         if connections:
             await asyncio.gather(*(c.disconnect(grace_s) for c in connections), return_exceptions=True)
@@ -156,6 +178,30 @@ class DiameterServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), max(0.1, deadline - loop.time()))
             self._server = None
+
+    def _adopt(self, sock: socket.socket) -> None:
+        """A connection the supervisor accepted: serve it like one of our own listener's."""
+        task = asyncio.get_running_loop().create_task(self._serve_handed(sock))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopting.discard)
+
+    async def _serve_handed(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        context = self._handed_tls
+        try:
+            await loop.connect_accepted_socket(
+                lambda: DiameterConnection(self),
+                sock,
+                ssl=context,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S if context is not None else None,
+            )
+        except (OSError, asyncio.CancelledError) as exc:  # e.g. a failed TLS handshake: never served
+            sock.close()
+            if self._receiver is not None:
+                self._receiver.closed()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            _log.info("handed Diameter connection not served", error=str(exc))
 
     # -- for applications --------------------------------------------------------------------------------
 
@@ -198,6 +244,8 @@ class DiameterServer:
 
     def connection_closed(self, conn: DiameterConnection) -> None:
         self._connections.discard(conn)
+        if self._receiver is not None:
+            self._receiver.closed()
         if conn not in self._opened:
             return
         self._opened.discard(conn)
@@ -227,7 +275,8 @@ class ApplicationFactory:
 
 
 class DiameterComponent:
-    """The daemon component: builds the applications, runs a :class:`DiameterServer`.
+    """The daemon component: builds the applications, runs a :class:`DiameterServer` on its own listener
+    or, in a worker of a supervised daemon, on the connections the supervisor hands over.
 
     An application object may also have an ``async stop()``: it is awaited after the connections are
     closed at shutdown.
@@ -235,8 +284,9 @@ class DiameterComponent:
 
     name = "diameter"
 
-    def __init__(self, factories: Sequence[ApplicationFactory]) -> None:
+    def __init__(self, factories: Sequence[ApplicationFactory], handoff: socket.socket | None = None) -> None:
         self._factories = list(factories)
+        self._handoff = handoff  # a worker's end of its pair with the supervisor (occ.diameter.handoff)
         self._applications: list[Application] = []
         self.server: DiameterServer | None = None
 
@@ -244,7 +294,7 @@ class DiameterComponent:
         self._applications = [f.build(ctx) for f in self._factories]
         self.server = DiameterServer(ctx.settings.diameter, self._applications)
         try:
-            await self.server.start(reuse_port=ctx.settings.server.workers > 1)
+            await self.server.start(handoff=self._handoff)
         except OSError as exc:
             s = ctx.settings.diameter
             raise OSError(

@@ -342,11 +342,8 @@ async def listen(
     host: str,
     port: int,
     ssl_context: ssl.SSLContext | None = None,
-    *,
-    reuse_port: bool = False,
 ) -> asyncio.Server:
-    """Accept connections on ``host:port`` (OSError when the address is taken); with ``reuse_port``, other
-    worker processes accept on the same port (SO_REUSEPORT: the kernel spreads the connections)."""
+    """Accept connections on ``host:port`` (OSError when the address is taken)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: DiameterConnection(hub),
@@ -355,5 +352,4 @@ async def listen(
         ssl=ssl_context,
         ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S if ssl_context is not None else None,
         reuse_address=True,
-        reuse_port=reuse_port or None,
     )

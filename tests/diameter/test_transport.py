@@ -33,6 +33,7 @@ from occ.diameter.codec import (
     decode_message,
     encode_message,
 )
+from occ.diameter.handoff import Dealer, bind_listener
 from occ.diameter.server import DiameterServer
 from occ.diameter.settings import AllowedPeer, DiameterSettings, TlsSettings
 
@@ -735,3 +736,52 @@ async def test_metrics_count_requests_answers_and_peers() -> None:
         assert await client.closed_by_server()
         await wait_for(lambda: sample("occ_diameter_peers", state="open") == before_open)
         assert sample("occ_diameter_connections_closed_total", reason="peer_dpr") == before_watchdog + 1
+
+
+# ---- connections handed over by a supervisor (occ.diameter.handoff) ----------------------------------
+
+
+async def test_handed_connections_are_dealt_evenly_served_with_tls_and_counted_back(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    tls = TlsSettings(cert_file=str(cert), key_file=str(key))
+    dealer = Dealer(bind_listener("127.0.0.1", 0))
+    port = dealer.listener.getsockname()[1]
+    workers = []
+    for n in (1, 2):
+        server = DiameterServer(settings(tls=tls), [StubApplication()], origin_state_id=777)
+        await server.start(handoff=dealer.attach(n))
+        workers.append(server)
+    dealer.start()
+    context = ssl.create_default_context(cafile=str(cert))
+    clients = []
+    try:
+        for n in range(4):
+            client = await Client.connect(port, context)
+            await client.handshake(f"client{n}.test")
+            await client.send(ccr(3))
+            assert result(await client.receive()) == 2001
+            clients.append(client)
+        assert [len(w.open_peers()) for w in workers] == [2, 2]
+        assert dealer.held == {1: 2, 2: 2}
+        for client in clients[:2]:
+            await client.close()
+        async with asyncio.timeout(WAIT):
+            while sum(dealer.held.values()) != 2:  # each worker wrote a byte back per closed connection
+                await asyncio.sleep(0.01)
+        # a plain connection to the TLS port fails its handshake in the worker: counted back as well
+        plain = await Client.connect(port)
+        await plain.send(cer())
+        with pytest.raises((ConnectionError, TimeoutError, asyncio.IncompleteReadError)):
+            await plain.receive(timeout=2.0)
+        await plain.close()
+        async with asyncio.timeout(WAIT):
+            while sum(dealer.held.values()) != 2:
+                await asyncio.sleep(0.01)
+    finally:
+        for client in clients[2:]:
+            await client.close()
+        await dealer.close()
+        for server in workers:
+            await asyncio.wait_for(server.stop(1.0), WAIT)

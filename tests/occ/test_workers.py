@@ -1,6 +1,7 @@
 """``occ serve`` with ``server.workers = 2``: two processes on the same ports, supervised.
 
-Real processes, real UDP: Access-Requests from many source ports reach both workers (SO_REUSEPORT), a
+Real processes, real UDP and TCP: Access-Requests from many source ports reach both workers
+(SO_REUSEPORT), Diameter connections are dealt evenly by the supervisor (a restarted worker too), a
 reload reaches both, a killed worker is started again, and SIGTERM stops them all.
 """
 
@@ -25,6 +26,7 @@ from balance.settings import BalanceSettings, RedisSettings
 from balance.store import BalanceStore
 from billing.tariff_store import install_tariff
 from occ.bench_common import to_toml
+from occ.diameter.client import DiameterClient
 from tests.occ.test_daemon import OCC, REPO, child_env, free_port, request
 from tests.radius.test_interop import subscriber
 
@@ -50,6 +52,19 @@ def metric(port: int, name: str) -> float:
     _, _, body = request(port, "GET", "/metrics")
     found = re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", body.decode(), re.M)
     return sum(float(v) for v in found)
+
+
+async def hold_diameter_connections(port: int, count: int, metrics_ports: list[int]) -> list[float]:
+    """Open ``count`` connections (CER/CEA each, one after the other) and read, while they are open, how
+    many open peers each worker's /metrics shows."""
+    clients = []
+    try:
+        for n in range(count):
+            clients.append(await DiameterClient.connect("127.0.0.1", port, origin_host=f"gw{n}.test"))
+        return [await asyncio.to_thread(metric, p, 'occ_diameter_peers{state="open"}') for p in metrics_ports]
+    finally:
+        for client in clients:
+            client.abort()
 
 
 def wait_for(check: object, timeout: float = 20.0) -> None:
@@ -117,9 +132,10 @@ def test_two_workers_share_the_ports_reload_restart_and_stop(
         assert accepted == 16
         served = [metric(p, "occ_radius_requests_total") for p in (metrics_port, metrics_port + 1)]
         assert sum(served) == 16 and all(n > 0 for n in served), served
-        # both workers accept Diameter connections on the one port
-        with socket.create_connection(("127.0.0.1", diameter_port), timeout=3):
-            pass
+        both = [metrics_port, metrics_port + 1]
+        # Diameter connections go to the worker holding the fewest: 2 + 2, whatever the kernel's hash
+        open_peers = asyncio.run(hold_diameter_connections(diameter_port, 4, both))
+        assert open_peers == [2.0, 2.0], open_peers
 
         reloads = [metric(p, "occ_config_reloads_total") for p in (metrics_port, metrics_port + 1)]
         proc.send_signal(signal.SIGHUP)
@@ -134,6 +150,9 @@ def test_two_workers_share_the_ports_reload_restart_and_stop(
         wait_for(lambda: int((tmp_path / "run" / "occ-worker-2.pid").read_text()) != worker_2)
         wait_for(lambda: request(metrics_port + 1, "GET", "/health")[0] == 200)
         assert "worker exited: starting it again" in log.read_text()
+        # the new worker 2 is dealt connections as well
+        open_peers = asyncio.run(hold_diameter_connections(diameter_port, 2, both))
+        assert open_peers == [1.0, 1.0], open_peers
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
