@@ -22,7 +22,8 @@ class SinkSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     consumer: str = ""
     # Entries read per stream partition in one round; one round is one PostgreSQL transaction.
     batch_size: int = 1000
-    # Pause between rounds that found nothing to do.
+    # Rounds start this far apart unless the last one filled a batch (a backlog): each gathers the
+    # records of that time, so that a round's fixed costs are shared by many records.
     poll_interval_s: float = 0.05
     claim_idle_s: float = 60.0
     # Longest pause between retries while PostgreSQL or Redis is unreachable.

@@ -79,6 +79,7 @@ class ChargeSink:
             if not await self._retry("redis", self.streams.ensure_groups):
                 return
             while not self._stop.is_set():
+                started = time.monotonic()
                 try:
                     batches = await self._read_round()
                 except RedisError as exc:
@@ -91,8 +92,15 @@ class ChargeSink:
                     if await self._pause(self.settings.poll_interval_s):
                         return
                     continue
-                if not await self._store_and_ack(batches):
+                # a full batch means a backlog: the next round is read at once (and read ahead)
+                backlog = any(len(b.ids) >= self.settings.batch_size for b in batches)
+                if not await self._store_and_ack(batches, read_ahead=backlog):
                     return  # stopped while a service was away: the round stays pending in Redis
+                rest = self.settings.poll_interval_s - (time.monotonic() - started)
+                if not backlog and rest > 0 and await self._pause(rest):
+                    # otherwise rounds start a poll interval apart, so that each gathers the records
+                    # of that time (a round costs a transaction and a read of every partition)
+                    return
         finally:
             if self._acking is not None:
                 await self._acking
@@ -124,9 +132,9 @@ class ChargeSink:
             self._set_lag(list(enumerate(await self.streams.lag())))
         return batches
 
-    async def _store_and_ack(self, batches: list[Batch]) -> bool:
+    async def _store_and_ack(self, batches: list[Batch], *, read_ahead: bool) -> bool:
         """Store a round and have it acknowledged; False when the sink was stopped meanwhile."""
-        if not self._pending:
+        if read_ahead and not self._pending:
             # Redis reads the next round while PostgreSQL stores this one; were the sink to stop
             # meanwhile, that round stays pending for this consumer's next start
             self._ahead = asyncio.create_task(self.streams.read_new(self.settings.batch_size))
