@@ -64,6 +64,7 @@ HEADER = 20
 MAX_PACKET = 4096  # RFC 2865 §3 (RFC 7930 larger packets are not used)
 ZERO16 = bytes(16)
 _HEADER = struct.Struct("!BBH16s")
+_HEAD = struct.Struct("!BBH")  # code, identifier, length: the header without its authenticator
 _VENDOR = struct.Struct("!I")
 
 
@@ -261,19 +262,25 @@ def sign_response(
 ) -> bytes:
     """A response to ``request``: Message-Authenticator first (when asked), the attributes, the request's
     Proxy-State attributes in order (RFC 2865 §5.33), then the Response Authenticator."""
-    ma = framing.message_authenticator
     proxy = framing.proxy_state
-    head = encode_attributes(((ma, ZERO16),) if message_authenticator else (), framing)
-    tail = encode_attributes([(k, v) for k, v in request.attributes if k == proxy], framing)
-    body = head + encode_attributes(attributes, framing) + tail
-    packet = bytearray(encode(code, request.identifier, request.authenticator, body))
+    body = encode_attributes(attributes, framing)
+    if any(k == proxy for k, _ in request.attributes):
+        body += encode_attributes([(k, v) for k, v in request.attributes if k == proxy], framing)
+    length = HEADER + len(body)
+    if message_authenticator:
+        length += 18
+    if length > MAX_PACKET:
+        raise ValueError(f"packet of {length} octets, more than {MAX_PACKET}")
+    head = _HEAD.pack(code, request.identifier, length)
     if message_authenticator:
         zeros = code == ACCOUNTING_RESPONSE and request.code != STATUS_SERVER
         vector = ZERO16 if zeros else request.authenticator
-        signed = bytes(packet[:4]) + vector + bytes(packet[HEADER:])
-        packet[HEADER + 2 : HEADER + 18] = hmac.new(secret, signed, "md5").digest()
-    packet[4:HEADER] = hashlib.md5(bytes(packet) + secret).digest()
-    return bytes(packet)
+        ma = bytes((framing.message_authenticator, 18))
+        mac = hmac.digest(secret, head + vector + ma + ZERO16 + body, "md5")
+        body = ma + mac + body
+    # the Response Authenticator: MD5 over the packet with the request's authenticator in its place
+    digest = hashlib.md5(head + request.authenticator + body + secret).digest()
+    return head + digest + body
 
 
 def response_ok(data: bytes, request_authenticator: bytes, secret: bytes) -> bool:
@@ -288,16 +295,16 @@ def response_ok(data: bytes, request_authenticator: bytes, secret: bytes) -> boo
 
 def md5_chain(secret: bytes, first: bytes, data: bytes, *, encrypt: bool) -> bytes:
     """XOR 16-octet blocks with MD5(secret + previous ciphertext block), seeded by ``first``: the hiding of
-    User-Password (RFC 2865 §5.2) and of MS-MPPE keys (RFC 2548 §2.4.2)."""
-    out = bytearray()
+    User-Password (RFC 2865 §5.2) and of MS-MPPE keys (RFC 2548 §2.4.2). ``data``: whole blocks."""
+    out = []
     previous = first
     for i in range(0, len(data), 16):
         block = data[i : i + 16]
         mask = hashlib.md5(secret + previous).digest()
-        result = bytes(a ^ b for a, b in zip(block, mask, strict=True))
-        out += result
+        result = (int.from_bytes(block) ^ int.from_bytes(mask)).to_bytes(16)
+        out.append(result)
         previous = result if encrypt else block
-    return bytes(out)
+    return b"".join(out)
 
 
 def hide_password(password: bytes, secret: bytes, authenticator: bytes) -> bytes:
