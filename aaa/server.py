@@ -29,6 +29,7 @@ from aaa.dedup import DuplicateCache, Seen
 from aaa.dictionary import Dictionary, load
 from aaa.dynauth import DynAuthClient
 from aaa.settings import RadiusSettings
+from aaa.spread import spread_by_authenticator
 from balance.service import ChargingService, InvalidRequest
 from balance.store import StoreUnavailable
 
@@ -87,21 +88,29 @@ def _ipv6_available(address: str) -> bool:
     return True
 
 
-def _bound_socket(address: str, port: int, receive_buffer: int, reuse_port: bool = False) -> socket.socket:
+def _bound_socket(
+    address: str, port: int, receive_buffer: int, workers: int = 1, kind: str = AUTH
+) -> socket.socket:
     """A UDP socket bound to ``address``: IPv6 ones only for IPv6 (``::`` next to ``0.0.0.0`` on the same
-    port works), with the receive buffer asked for; with ``reuse_port``, shared with other worker
-    processes (SO_REUSEPORT: the kernel hashes each NAS's address and port to one of them, so a NAS's
-    retransmissions meet the same duplicate cache)."""
+    port works), with the receive buffer asked for; with several ``workers``, shared with the other
+    worker processes (SO_REUSEPORT): the kernel hashes each NAS's address and port to one of them, so a
+    NAS's accounting (and retransmissions) meets one session control and duplicate cache, while
+    Access-Requests are spread one by one (:mod:`aaa.spread`)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        if reuse_port:
+        if workers > 1:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         _grow_receive_buffer(sock, receive_buffer)
         sock.bind((address, port))
         sock.setblocking(False)
+        if workers > 1 and kind == AUTH:
+            try:
+                spread_by_authenticator(sock, workers)
+            except OSError as exc:  # not Linux, or a kernel without it: the NAS hash it is
+                log.warning("Access-Requests not spread over the workers: %s", exc)
     except OSError:
         sock.close()
         raise
@@ -167,11 +176,11 @@ class _Endpoint(asyncio.DatagramProtocol):
 
 
 class RadiusServer:
-    def __init__(self, ctx: RadiusContext, *, reuse_port: bool = False) -> None:
+    def __init__(self, ctx: RadiusContext, *, workers: int = 1) -> None:
         # Session control (Disconnect/CoA on balance events) knows the sessions this process saw; with
-        # several workers each has its own NASes' (SO_REUSEPORT keeps a NAS's packets on one worker).
+        # several workers each has its own NASes' (SO_REUSEPORT keeps a NAS's accounting on one worker).
         self.ctx = ctx
-        self._reuse_port = reuse_port
+        self._workers = workers
         self.dedup = DuplicateCache(ctx.settings.duplicate_window_s)
         self.dynauth = DynAuthClient(lambda: self.ctx)
         self.control = SessionControl(self.dynauth)
@@ -190,7 +199,7 @@ class RadiusServer:
                     log.warning("RADIUS not listening on %s: this host has no IPv6", address)
                     continue
                 for kind, port in ((AUTH, s.auth_port), (ACCT, s.acct_port)):
-                    sock = _bound_socket(address, port, s.receive_buffer_bytes, self._reuse_port)
+                    sock = _bound_socket(address, port, s.receive_buffer_bytes, self._workers, kind)
                     transport, _ = await loop.create_datagram_endpoint(
                         lambda kind=kind: _Endpoint(self, kind),  # type: ignore[misc]
                         sock=sock,

@@ -22,7 +22,7 @@ class RadiusComponent:
         self._charging = ChargingService(ctx.store, ctx.catalog, ctx.settings.balance)
         self.server = RadiusServer(
             build_context(settings, self._charging),
-            reuse_port=ctx.settings.server.workers > 1,
+            workers=ctx.settings.server.workers,
         )
         try:
             await self.server.start()

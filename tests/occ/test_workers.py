@@ -1,8 +1,8 @@
 """``occ serve`` with ``server.workers = 2``: two processes on the same ports, supervised.
 
-Real processes, real UDP and TCP: Access-Requests from many source ports reach both workers
-(SO_REUSEPORT), Diameter connections are dealt evenly by the supervisor (a restarted worker too), a
-reload reaches both, a killed worker is started again, and SIGTERM stops them all.
+Real processes, real UDP and TCP: Access-Requests from one NAS socket reach both workers (SO_REUSEPORT
+with the authenticator spread), Diameter connections are dealt evenly by the supervisor (a restarted
+worker too), a reload reaches both, a killed worker is started again, and SIGTERM stops them all.
 """
 
 from __future__ import annotations
@@ -117,15 +117,11 @@ def test_two_workers_share_the_ports_reload_restart_and_stop(
         asyncio.run(provision())
         dictionary = pyrad.dictionary.Dictionary(str(REPO / "config/dictionaries/dictionary"))
         accepted = 0
-        for _ in range(16):  # a socket per client: many source ports, hashed over both workers
-            client = pyrad.client.Client(
-                server="127.0.0.1",
-                authport=auth,
-                acctport=acct,
-                secret=b"testing123",
-                dict=dictionary,
-                timeout=3,
-            )
+        # one NAS, one source port: Access-Requests are spread by their authenticators (aaa.spread)
+        client = pyrad.client.Client(
+            server="127.0.0.1", authport=auth, acctport=acct, secret=b"testing123", dict=dictionary, timeout=3
+        )
+        for _ in range(16):
             packet = client.CreateAuthPacket(code=pyrad.packet.AccessRequest, User_Name="w-user")
             packet["User-Password"] = packet.PwCrypt("w-password")
             accepted += client.SendPacket(packet).code == pyrad.packet.AccessAccept
