@@ -28,10 +28,20 @@ BACKLOG = 128
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
-    """The Diameter listening socket (OSError when the address is taken)."""
+    """The Diameter listening socket (OSError when the address is taken); an IPv6 address listens for
+    IPv6 only, as the listener of a single process does."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
-    sock.setblocking(False)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
