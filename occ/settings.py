@@ -48,9 +48,10 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     log_format: str = "text"
     # Seconds a graceful shutdown waits for requests in flight.
     shutdown_grace_s: float = 10.0
-    # Worker processes sharing the Diameter and RADIUS ports (SO_REUSEPORT). With more than one, `occ serve`
-    # supervises them; worker i serves /metrics on metrics.port + i - 1, and only worker 1 runs the charge
-    # sink. A NAS's datagrams stay on one worker (the kernel hashes its address and port).
+    # Worker processes. With more than one, `occ serve` supervises them and deals them the Diameter
+    # connections; they share the RADIUS ports (SO_REUSEPORT: Access-Requests spread one by one, a NAS's
+    # accounting on one worker). Worker i serves /metrics on metrics.port + i - 1; only worker 1 runs the
+    # charge sink.
     workers: int = 1
 
 
