@@ -84,9 +84,7 @@ async def decide(ctx: RadiusContext, packet: Packet, client: NasClient) -> Decis
             return _reject(
                 ctx, "wrong password", "bad_password", [(a.ms_chap_error, ident + MS_CHAP_AUTH_FAILURE)]
             )
-        send_key, recv_key = mschap.mppe_key_attributes(
-            client.secret, packet.authenticator, mschap.nt_password_hash(password), ms_response[26:50]
-        )
+        send_key, recv_key = result.mppe_key_attributes(client.secret, packet.authenticator)
         extra = [
             (a.ms_chap2_success, result.success),
             (a.ms_mppe_send_key, send_key),

@@ -93,9 +93,6 @@ class Packet(msgspec.Struct, frozen=True, gc=False):
                 return value
         return None
 
-    def get_all(self, key: int) -> list[bytes]:
-        return [value for k, value in self.attributes if k == key]
-
 
 def decode(data: bytes, framing: Framing) -> Packet:
     """The packet in ``data`` (trailing bytes beyond its Length are ignored, RFC 2865 §3)."""
@@ -264,8 +261,9 @@ def sign_response(
     Proxy-State attributes in order (RFC 2865 §5.33), then the Response Authenticator."""
     proxy = framing.proxy_state
     body = encode_attributes(attributes, framing)
-    if any(k == proxy for k, _ in request.attributes):
-        body += encode_attributes([(k, v) for k, v in request.attributes if k == proxy], framing)
+    proxy_states = [(k, v) for k, v in request.attributes if k == proxy]
+    if proxy_states:
+        body += encode_attributes(proxy_states, framing)
     length = HEADER + len(body)
     if message_authenticator:
         length += 18
