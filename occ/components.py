@@ -38,8 +38,6 @@ class DaemonContext:
     pool: asyncpg.Pool
     # The tariff plans in force. Empty when PostgreSQL has no tariff tables yet.
     catalog: Catalog
-    # Which worker process this is (1..server.workers); singletons (sink, RADIUS session control) run in 1.
-    worker: int = 1
 
 
 class Component(Protocol):

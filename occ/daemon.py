@@ -40,7 +40,7 @@ from billing import tariff_store
 from occ import log, metrics
 from occ.components import Component, DaemonContext, build_components
 from occ.http_endpoint import HttpEndpoint, Response
-from occ.settings import ConfigError, Settings, load_settings
+from occ.settings import ConfigError, Settings, load_settings, with_metrics_port
 from rating_core.tariff import Catalog
 
 _log = log.get("occ.daemon")
@@ -291,12 +291,13 @@ class Daemon:
         components: ComponentFactory = build_components,
         *,
         pid_name: str = PID_FILE_NAME,
-        worker: int = 1,
+        metrics_port: int | None = None,
     ) -> None:
         self._config_path = config_path.absolute()
         self._pid_name = pid_name
-        self._worker = worker
-        self._boot_settings = settings
+        # a process with /metrics on a port of its own (a worker, `occ sink`): kept over every reload
+        self._metrics_port = metrics_port
+        self._boot_settings = self._own(settings)
         self._component_factory = components
         self._ctx: DaemonContext | None = None
         self._store: BalanceStore | None = None
@@ -366,7 +367,6 @@ class Daemon:
             store=store,
             pool=pool,
             catalog=catalog,
-            worker=self._worker,
         )
         metrics.TARIFF_PLANS.set(plan_count(catalog))
         metrics.CONFIG_LAST_RELOAD_TIME.set(time.time())
@@ -469,12 +469,15 @@ class Daemon:
             if not self._reload_again or self._stopping:
                 return
 
+    def _own(self, settings: Settings) -> Settings:
+        return settings if self._metrics_port is None else with_metrics_port(settings, self._metrics_port)
+
     async def reload(self) -> bool:
         """Re-read the config file and the tariff catalog; apply them only if both are valid."""
         running = self._ctx
         assert running is not None
         try:
-            loaded = await asyncio.to_thread(load_settings, self._config_path)
+            loaded = self._own(await asyncio.to_thread(load_settings, self._config_path))
         except ConfigError as exc:
             return self._reject(str(exc))
         effective, held = keep_restart_only(running.settings, loaded)

@@ -21,7 +21,7 @@ from pathlib import Path
 from occ import log
 from occ.daemon import pid_file_path, take_pid_file
 from occ.diameter.handoff import Dealer, bind_listener
-from occ.settings import Settings, with_metrics_port
+from occ.settings import Settings
 
 _log = log.get("occ.supervisor")
 
@@ -30,11 +30,6 @@ EARLY_EXIT_S = 5.0
 EARLY_EXITS = 5
 RESTART_DELAY_S = 1.0
 STOP_MARGIN_S = 5.0
-
-
-def worker_settings(settings: Settings, worker: int) -> Settings:
-    """A worker's settings: its own /metrics port."""
-    return with_metrics_port(settings, settings.metrics.port + worker - 1)
 
 
 class Supervisor:

@@ -33,20 +33,19 @@ def serve(args: argparse.Namespace) -> int:
         import socket
 
         from occ.components import build_components
-        from occ.supervisor import worker_settings
 
         if not 1 <= args.worker <= settings.server.workers:
             raise common.UsageError(f"--worker {args.worker}: server.workers is {settings.server.workers}")
         daemon = Daemon(
             path,
-            worker_settings(settings, args.worker),
+            settings,
             functools.partial(
                 build_components,
                 worker=args.worker,
                 diameter_handoff=None if args.handoff_fd is None else socket.socket(fileno=args.handoff_fd),
             ),
             pid_name=f"occ-worker-{args.worker}.pid",
-            worker=args.worker,
+            metrics_port=settings.metrics.port + args.worker - 1,
         )
         return common.run(daemon.run())
     if settings.server.workers > 1:

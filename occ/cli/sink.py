@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from occ.cli import common
-from occ.settings import Settings, config_path, with_metrics_port
+from occ.settings import Settings, config_path
 
 SINK_PID_FILE = "occ-sink.pid"
 
@@ -28,20 +28,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(handler=run_sink)
 
 
-def sink_settings(settings: Settings, metrics_port: int | None) -> Settings:
-    """The daemon settings of a sink-only process: its own metrics port."""
+def sink_metrics_port(settings: Settings, metrics_port: int | None) -> int:
+    """The /metrics port of a sink-only process: its own."""
     port = settings.sink.metrics_port if metrics_port is None else metrics_port
     if not 0 < port < 65536:
         raise common.UsageError(f"invalid --metrics-port {port}: expected a port number 1-65535")
-    return with_metrics_port(settings, port)
+    return port
 
 
 def run_sink(args: argparse.Namespace) -> int:
-    settings = sink_settings(common.settings(args), args.metrics_port)
+    settings = common.settings(args)
+    port = sink_metrics_port(settings, args.metrics_port)
     from occ.components import SinkComponent
     from occ.daemon import Daemon
 
     daemon = Daemon(
-        config_path(args.config), settings, components=lambda _: [SinkComponent()], pid_name=SINK_PID_FILE
+        config_path(args.config),
+        settings,
+        components=lambda _: [SinkComponent()],
+        pid_name=SINK_PID_FILE,
+        metrics_port=port,
     )
     return common.run(daemon.run())
