@@ -446,7 +446,7 @@ class CreditControlApplication:
             return await self._debit(request, ccr, peer, account_id, _key(ccr), controls)
         # the other actions price the units under the account's plan, summed over the MSCCs
         try:
-            view = await self.charging.balance(account_id)
+            view = await self.charging.summary(account_id)  # sessions are not needed to price
         except UnknownAccount:
             return self._answer(request, ccr, peer, d.DIAMETER_USER_UNKNOWN)
         if view.account.status != "active":
