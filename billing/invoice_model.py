@@ -60,8 +60,12 @@ def parse_period(text: str) -> BillingPeriod:
         raise BillingError(f"invalid period {text!r}: expected YYYY-MM, such as 2026-11")
     year, month = int(match.group(1)), int(match.group(2))
     start = date(year, month, 1)
-    end = date(year + month // 12, month % 12 + 1, 1)
-    return BillingPeriod(text, start, end)
+    return BillingPeriod(text, start, next_month(start))
+
+
+def next_month(month: date) -> date:
+    """The first day of the month after the one ``month`` is in."""
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +87,6 @@ class UsageTotal:
     item: str | None
     units: int
     amount: int  # signed micro-units, as in the ledger
-
-
-@dataclass(frozen=True, slots=True)
-class OneTimeCharge:
-    description: str
-    service: str
-    amount: int
-    charged_on: date
 
 
 @dataclass(frozen=True, slots=True)

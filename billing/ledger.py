@@ -20,6 +20,7 @@ from datetime import date
 import asyncpg
 
 from balance.charges import LINE_COLUMNS, Batch
+from billing.invoice_model import next_month
 
 _STAGE = "ledger_stage"
 _COLUMNS = ", ".join(LINE_COLUMNS)
@@ -36,10 +37,6 @@ class Stored:
 
 def partition_name(month: date) -> str:
     return f"ledger_entries_{month.year:04d}_{month.month:02d}"
-
-
-def next_month(month: date) -> date:
-    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
 
 
 class Ledger:

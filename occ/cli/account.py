@@ -25,6 +25,7 @@ from billing.provisioning import (
     check_account,
     check_account_id,
 )
+from occ import log
 from occ.cli import common
 from rating_core.money import format_money, parse_money
 
@@ -32,9 +33,6 @@ T = TypeVar("T")
 
 
 # --- shared by the provisioning commands --------------------------------------------------------
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextmanager
@@ -43,11 +41,11 @@ def postgres_failures() -> Iterator[None]:
     try:
         yield
     except asyncpg.UndefinedTableError as exc:
-        raise common.CommandError(f"PostgreSQL: {_one_line(exc)} (run 'occ db migrate')") from None
+        raise common.CommandError(f"PostgreSQL: {log.one_line(exc)} (run 'occ db migrate')") from None
     except asyncpg.PostgresError as exc:
-        raise common.CommandError(f"PostgreSQL: {_one_line(exc)}") from None
+        raise common.CommandError(f"PostgreSQL: {log.one_line(exc)}") from None
     except asyncpg.InterfaceError as exc:
-        raise common.CommandError(f"PostgreSQL connection: {_one_line(exc)}") from None
+        raise common.CommandError(f"PostgreSQL connection: {log.one_line(exc)}") from None
 
 
 @contextmanager
@@ -63,7 +61,7 @@ def failures() -> Iterator[None]:
     except RedisError as exc:
         raise common.CommandError(f"Redis failed: {exc}") from None
     except OSError as exc:
-        raise common.CommandError(f"connection failed: {_one_line(exc)}") from None
+        raise common.CommandError(f"connection failed: {log.one_line(exc)}") from None
 
 
 def usage(check: Callable[[], Any]) -> None:
