@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time
 import asyncpg
 
 from balance.store import BalanceStore, Refused, StoreUnavailable, UnknownAccount
-from billing.invoice_model import parse_period, prorated
+from billing.invoice_model import PlanSpan, days_in, parse_period, prorated
 from rating_core.tariff import Catalog, Period, UnknownPlan
 
 
@@ -62,7 +62,7 @@ def due_fees(
     debits = []
     for fee in version.fees:
         if fee.period is Period.MONTHLY:
-            days = (month.end - started).days if first_month else month.days  # joined this month: the rest
+            days = days_in(PlanSpan(plan, plan_started), month)  # joined this month: the rest of it
             debits.append(debit(fee.name, month.label, prorated(fee.amount, days, month)))
         elif fee.period is Period.DAILY:
             debits.append(debit(fee.name, on.isoformat(), fee.amount))
