@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shlex
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -37,7 +36,14 @@ from billing.invoice_model import parse_period  # noqa: E402
 from billing.ledger import Ledger  # noqa: E402
 from billing.settings import BillingSettings, OperatorSettings  # noqa: E402
 from billing.tariff_store import install_tariff, load_catalog  # noqa: E402
-from occ.bench_common import add_script_options, finish, head_lines, machine, scratch_database, verdict_lines  # noqa: E402
+from occ.bench_common import (  # noqa: E402
+    add_script_options,
+    finish,
+    head_lines,
+    scratch_database,
+    script_facts,
+    verdict_lines,
+)
 
 GOAL = 0.5
 PERIOD = parse_period("2026-11")
@@ -117,11 +123,7 @@ async def main(options: argparse.Namespace) -> dict[str, Any]:
         await conn.close()
     ratio = group_by_s / run_s
     return {
-        "benchmark": "billing",
-        "command": "python benchmarks/bench_billing.py " + shlex.join(sys.argv[1:]),
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "options": vars(options) | {"database": "(admin DSN)"},
+        **script_facts("billing", options),
         "rows": options.rows,
         "accounts": options.accounts,
         "seconds": {

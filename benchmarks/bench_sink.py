@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shlex
 import sys
 import time
 import uuid
@@ -42,7 +41,14 @@ from billing import db  # noqa: E402
 from billing.ledger import Ledger  # noqa: E402
 from billing.settings import SinkSettings  # noqa: E402
 from billing.sink import ChargeSink  # noqa: E402
-from occ.bench_common import add_script_options, finish, head_lines, machine, scratch_database, verdict_lines  # noqa: E402
+from occ.bench_common import (  # noqa: E402
+    add_script_options,
+    finish,
+    head_lines,
+    scratch_database,
+    script_facts,
+    verdict_lines,
+)
 
 GOAL = 0.25
 PARTITIONS = 16
@@ -140,11 +146,7 @@ async def main(options: argparse.Namespace) -> dict[str, Any]:
         await link.close()
     ratio = sink / plain
     return {
-        "benchmark": "sink",
-        "command": "python benchmarks/bench_sink.py " + shlex.join(sys.argv[1:]),
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "options": vars(options),
+        **script_facts("sink", options),
         "records": options.records,
         "rows_per_s": {"raw COPY (plain table)": plain, "raw COPY (ledger_entries)": keyed, "sink": sink},
         "ledger_check": {

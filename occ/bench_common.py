@@ -10,15 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib.util
 import json
 import math
 import os
+import shlex
 import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +28,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from balance.store import BalanceStore
+from occ.log import redact
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -134,6 +137,21 @@ def latency_summary(latencies: Iterable[float]) -> dict[str, float]:
         "p99_ms": percentile(ordered, 99) * 1000,
         "max_ms": (ordered[-1] if ordered else 0.0) * 1000,
     }
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The load generator's own collector pauses would show up as server latency: a phase is bounded and
+    makes next to no cyclic garbage, so the collector is off while it runs and catches up after."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.collect()
 
 
 # ---- the report ------------------------------------------------------------------------------------------
@@ -245,6 +263,18 @@ def add_script_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--no-save", action="store_true", help="print only")
+
+
+def script_facts(name: str, options: argparse.Namespace) -> dict[str, Any]:
+    """A benchmark script's report head: ``benchmark``, ``command``, ``when``, ``machine`` and ``options``,
+    the admin DSN left out (it may hold a password)."""
+    return {
+        "benchmark": name,
+        "command": f"python benchmarks/bench_{name}.py " + redact(shlex.join(sys.argv[1:])),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "options": vars(options) | {"database": "(admin DSN)"},
+    }
 
 
 def finish(report: Mapping[str, Any], text: str, out_dir: Path, name: str, *, save: bool, ok: bool) -> int:

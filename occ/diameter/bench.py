@@ -36,7 +36,6 @@ from typing import Any
 from balance.store import BalanceStore
 from occ.bench_common import (
     MIB,
-    ROOT,
     ProcessError,
     Progress,
     Spawned,
@@ -64,9 +63,8 @@ from occ.diameter.bench_accounts import (
 from occ.diameter.bench_load import RATING_GROUP, CcrTemplate, LoadSpec, PhaseResult, run_phase, summarize
 from occ.diameter.bench_processes import raw_redis_evalsha, spawn_baseline, spawn_daemon
 
-# re-exported: the CLI and the tests use the benchmark through this module
+# re-exported: the tests use the benchmark through this module
 __all__ = [
-    "ROOT",
     "BenchOptions",
     "CcrTemplate",
     "LoadSpec",

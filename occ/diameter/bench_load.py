@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import gc
 import math
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from occ.bench_common import MIB, cpu_share, cpu_snapshot, latency_summary
+from occ.bench_common import MIB, collector_paused, cpu_share, cpu_snapshot, latency_summary
 from occ.diameter import dictionary as d
 from occ.diameter.client import DiameterClient, MsccSpec, UnitsSpec
 from occ.diameter.codec import (
@@ -183,17 +182,8 @@ class LoadGenerator:
         self._window_end = math.inf
 
     async def run(self) -> PhaseResult:
-        # The generator's own collector pauses would show up as server latency: a phase is bounded and
-        # makes next to no cyclic garbage, so the collector is off while it runs and catches up after.
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        try:
+        with collector_paused():
             return await self._run()
-        finally:
-            gc.enable()
-            gc.unfreeze()
-            gc.collect()
 
     async def _run(self) -> PhaseResult:
         spec, result = self.spec, self.result

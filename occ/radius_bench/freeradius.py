@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import shutil
 import socket
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from occ.radius_bench.processes import BENCH_SECRET, Server, die_with_parent
 
 STOCK_CONFIG = Path("/etc/freeradius/3.0")
 INSTALL = ("apt-get", "install", "-y", "--no-install-recommends", "freeradius")
-INSTALL_HINT = "apt-get install -y --no-install-recommends freeradius"
+INSTALL_HINT = shlex.join(INSTALL)
 INSTALL_TIMEOUT_S = 600.0
 _LISTEN = re.compile(r"^\s*listen\s*\{")
 _SERVER_DEFAULT = re.compile(r"^\s*server\s+default\s*\{")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import gc
 import math
 import socket
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aaa import codec
-from occ.bench_common import cpu_share, cpu_snapshot, latency_summary
+from occ.bench_common import collector_paused, cpu_share, cpu_snapshot, latency_summary
 from occ.radius_bench.packets import IDENTIFIERS, number, session_total, with_identifier
 
 AUTH, ACCT = "auth", "acct"
@@ -169,20 +168,13 @@ class LoadGenerator:
             self.result.unanswered = [0] * spec.templates()
 
     async def run(self) -> PhaseResult:
-        # The generator's own collector pauses would show up as server latency: a phase is bounded and
-        # makes next to no cyclic garbage, so the collector is off while it runs and catches up after.
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        try:
-            await self._open()
-            return await self._run()
-        finally:
-            for transport in self.transports:
-                transport.close()
-            gc.enable()
-            gc.unfreeze()
-            gc.collect()
+        with collector_paused():
+            try:
+                await self._open()
+                return await self._run()
+            finally:
+                for transport in self.transports:
+                    transport.close()
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
