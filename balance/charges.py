@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
@@ -175,39 +175,27 @@ class ChargeStreams:
         return await self._read("0", count)
 
     async def _read(self, start: str, count: int) -> list[Batch]:
-        replies = await asyncio.gather(
-            *(
-                self.link.execute(
-                    "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, "STREAMS", s, start
-                )
-                for s in self.streams
-            )
+        return await self._batches(
+            lambda s: ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, "STREAMS", s, start),
+            lambda reply: reply[0][1] if reply else [],
         )
-        batches = []
-        for partition, reply in enumerate(replies):
-            if reply:
-                batch = _batch(partition, reply[0][1])
-                if batch.ids:
-                    batches.append(batch)
-        return batches
 
     async def claim(self, count: int, min_idle_ms: int) -> list[Batch]:
         """Take over up to ``count`` entries per partition that another consumer left pending for longer
         than ``min_idle_ms`` (a reader that died between reading and acknowledging)."""
-        replies = await asyncio.gather(
-            *(
-                self.link.execute(
-                    "XAUTOCLAIM", s, self.group, self.consumer, min_idle_ms, "0", "COUNT", count
-                )
-                for s in self.streams
-            )
+        return await self._batches(
+            lambda s: ("XAUTOCLAIM", s, self.group, self.consumer, min_idle_ms, "0", "COUNT", count),
+            lambda reply: reply[1],
         )
-        batches = []
-        for partition, reply in enumerate(replies):
-            batch = _batch(partition, reply[1])
-            if batch.ids:
-                batches.append(batch)
-        return batches
+
+    async def _batches(
+        self, command: Callable[[str], tuple[str | int, ...]], entries: Callable[[Any], list[Any]]
+    ) -> list[Batch]:
+        """``command`` on every partition's stream at once; the non-empty batches of ``entries`` of
+        each reply."""
+        replies = await asyncio.gather(*(self.link.execute(*command(s)) for s in self.streams))
+        batches = (_batch(partition, entries(reply)) for partition, reply in enumerate(replies))
+        return [batch for batch in batches if batch.ids]
 
     async def ack(self, partition: int, ids: Sequence[str]) -> Lag:
         """Acknowledge stored entries, trim what every group has, and report what is left."""
