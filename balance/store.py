@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -273,17 +273,13 @@ class BalanceStore:
             s=service,
             ref=reference or key,
         )
-        status, payload = await self._script(
+        return await self._move_money(
+            account_id,
             scripts.CREDIT,
             (k.account, k.idempotency("c", key), k.stream),
             (wire.encode_request(step), self.keys.notifications),
+            lambda _: f"credit refused: the balance would exceed {MAX_MONEY} micro-units",
         )
-        if status == Status.UNKNOWN_ACCOUNT:
-            raise UnknownAccount(account_id)
-        if status == Status.REFUSED:
-            raise Refused(f"credit refused: the balance would exceed {MAX_MONEY} micro-units")
-        reply = wire.decode_credit_reply(payload)
-        return CreditResult(balance=reply.bal, duplicate=status == Status.DUPLICATE)
 
     async def debit_fee(
         self, account_id: str, amount: int, *, key: str, reference: str, now: datetime
@@ -296,13 +292,29 @@ class BalanceStore:
         step = wire.CreditStep(
             k=key, now=to_ms(now), ittl=0, aid=account_id, kind="fee", m=amount, s="fees", ref=reference
         )
-        status, payload = await self._script(
-            scripts.FEE, (k.account, k.idempotency("f", key), k.stream), (wire.encode_request(step),)
+        return await self._move_money(
+            account_id,
+            scripts.FEE,
+            (k.account, k.idempotency("f", key), k.stream),
+            (wire.encode_request(step),),
+            lambda why: "insufficient funds" if why == b"funds" else "fee out of range",
         )
+
+    async def _move_money(
+        self,
+        account_id: str,
+        script: Script,
+        keys: tuple[str, str, str],
+        args: tuple[bytes | str, ...],
+        refused: Callable[[bytes], str],
+    ) -> CreditResult:
+        """Run a credit or fee script (keys: account, idempotency key, stream); ``refused`` words a
+        refusal from the script's reason."""
+        status, payload = await self._script(script, keys, args)
         if status == Status.UNKNOWN_ACCOUNT:
             raise UnknownAccount(account_id)
         if status == Status.REFUSED:
-            raise Refused("insufficient funds" if payload == b"funds" else "fee out of range")
+            raise Refused(refused(payload))
         reply = wire.decode_credit_reply(payload)
         return CreditResult(balance=reply.bal, duplicate=status == Status.DUPLICATE)
 
