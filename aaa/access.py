@@ -34,6 +34,7 @@ MAX_OCTETS = 2**53 - 1
 MS_CHAP_AUTH_FAILURE = b"E=691 R=0 V=3"  # RFC 2759 §6: authentication failure, no retry
 MPPE_ENCRYPTION_ALLOWED = 1  # MS-MPPE-Encryption-Policy (RFC 2548 §2.4.4)
 MPPE_40_AND_128_BIT = 6  # MS-MPPE-Encryption-Types: RC4 40 and 128 bit (§2.4.5)
+PLAN_LIMITS_KEPT = 4096  # (profile, plan) pairs whose reply attributes are kept built
 
 
 class Decision(NamedTuple):
@@ -155,20 +156,37 @@ def limits(
         out.append((ctx.dictionary.key(profile.data_quota), u32(quota & 0xFFFFFFFF)))
         if profile.data_quota_gigawords and quota >> 32:
             out.append((ctx.dictionary.key(profile.data_quota_gigawords), u32(quota >> 32)))
-    access = ctx.settings.plans.get(account.plan)
+    out.extend(_plan_limits(ctx, client.profile, account.plan))
+    return affordable, out
+
+
+def _plan_limits(ctx: RadiusContext, profile_name: str, plan: str) -> tuple[tuple[int, bytes], ...]:
+    """The plan's limits in the NAS profile's attributes (Framed-Pool, Idle-Timeout, the profile's reply
+    templates): the same in every reply for one (profile, plan), so built once per context (a reload
+    brings a new one)."""
+    cached = ctx.plan_limits.get((profile_name, plan))
+    if cached is not None:
+        return cached
+    a = ctx.attrs
+    out: list[tuple[int, bytes]] = []
+    access = ctx.settings.plans.get(plan)
+    profile = ctx.settings.profiles.get(profile_name) or ctx.settings.profiles.get("generic")
     if access is not None:
         if access.framed_pool:
             out.append((a.framed_pool, access.framed_pool.encode()))
         if access.idle_timeout_s:
             out.append((a.idle_timeout, u32(access.idle_timeout_s)))
         if profile is not None:
-            fields = {"rate_limit": access.rate_limit, "plan": account.plan}
+            fields = {"rate_limit": access.rate_limit, "plan": plan}
             for name, template in profile.reply.items():
                 text = template.format_map(fields)
                 if text:
                     definition = ctx.attribute(name)
                     out.append((definition.key, encode_value(definition, text)))
-    return affordable, out
+    if len(ctx.plan_limits) >= PLAN_LIMITS_KEPT:
+        ctx.plan_limits.clear()
+    ctx.plan_limits[(profile_name, plan)] = limits = tuple(out)
+    return limits
 
 
 def _affordable(plan: Plan, view: AccountView, service: str, unit: Unit, now: datetime) -> int:

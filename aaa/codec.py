@@ -19,12 +19,14 @@ Authenticators:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -178,6 +180,25 @@ def encode(code: int, identifier: int, authenticator: bytes, attributes: bytes) 
 # ---- authenticators --------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)
+def _hmac_md5_pads(secret: bytes) -> tuple[Any, Any]:
+    """MD5 states after the inner and outer padded key (RFC 2104), computed once per shared secret."""
+    key = hashlib.md5(secret).digest() if len(secret) > 64 else secret
+    key = key.ljust(64, b"\x00")
+    return hashlib.md5(bytes(b ^ 0x36 for b in key)), hashlib.md5(bytes(b ^ 0x5C for b in key))
+
+
+def hmac_md5(secret: bytes, data: bytes) -> bytes:
+    """HMAC-MD5 (RFC 2104) of ``data``: ``hmac.digest(secret, data, "md5")`` from the secret's precomputed
+    pads, half its cost; tests hold the two equal."""
+    inner, outer = _hmac_md5_pads(secret)
+    h = inner.copy()
+    h.update(data)
+    o = outer.copy()
+    o.update(h.digest())
+    return o.digest()  # type: ignore[no-any-return]
+
+
 def request_digest(data: bytes, secret: bytes) -> bytes:
     """The Request Authenticator of an Accounting-, CoA- or Disconnect-Request (``data`` is the packet)."""
     return hashlib.md5(data[:4] + ZERO16 + data[HEADER:] + secret).digest()
@@ -218,8 +239,8 @@ def message_authenticator_ok(
         return False  # a Message-Authenticator of the wrong length
     if vector is None:
         vector = ZERO16 if data[0] in DIGEST_REQUESTS else data[4:HEADER]
-    mac = hmac.new(secret, data[:4] + vector + data[HEADER:at] + ZERO16 + data[at + 16 : length], "md5")
-    return hmac.compare_digest(mac.digest(), data[at : at + 16])
+    mac = hmac_md5(secret, data[:4] + vector + data[HEADER:at] + ZERO16 + data[at + 16 : length])
+    return hmac.compare_digest(mac, data[at : at + 16])
 
 
 def sign_request(
@@ -241,7 +262,7 @@ def sign_request(
     auth = ZERO16 if digest else authenticator if authenticator is not None else secrets.token_bytes(16)
     packet = bytearray(encode(code, identifier, auth, body))
     if message_authenticator:
-        mac = hmac.new(secret, bytes(packet), "md5").digest()
+        mac = hmac_md5(secret, bytes(packet))
         packet[HEADER + 2 : HEADER + 18] = mac
     if digest:
         packet[4:HEADER] = hashlib.md5(bytes(packet) + secret).digest()
@@ -274,7 +295,7 @@ def sign_response(
         zeros = code == ACCOUNTING_RESPONSE and request.code != STATUS_SERVER
         vector = ZERO16 if zeros else request.authenticator
         ma = bytes((framing.message_authenticator, 18))
-        mac = hmac.digest(secret, head + vector + ma + ZERO16 + body, "md5")
+        mac = hmac_md5(secret, head + vector + ma + ZERO16 + body)
         body = ma + mac + body
     # the Response Authenticator: MD5 over the packet with the request's authenticator in its place
     digest = hashlib.md5(head + request.authenticator + body + secret).digest()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from aaa.attributes import Attrs
@@ -23,6 +23,10 @@ class RadiusContext:
     clients: ClientTable
     charging: ChargingService
     clock: Callable[[], datetime]
+    # (NAS profile, plan) -> the plan's limits as reply attributes, built on first use (aaa.access)
+    plan_limits: dict[tuple[str, str], tuple[tuple[int, bytes], ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def attribute(self, name: str) -> AttributeDef:
         return self.dictionary.attribute(name)

@@ -40,12 +40,18 @@ class AccountKeys:
         return f"{self.idempotency_prefix}{kind}:{key}"
 
 
+# Account keys are built for every request; the latest few thousand accounts' are kept (a bounded
+# cache: emptied whole when full, which costs one rebuild per account).
+_ACCOUNT_KEYS_KEPT = 65_536
+
+
 class KeySpace:
-    __slots__ = ("partitions", "prefix")
+    __slots__ = ("_accounts", "partitions", "prefix")
 
     def __init__(self, prefix: str, partitions: int) -> None:
         self.prefix = prefix
         self.partitions = partitions
+        self._accounts: dict[str, AccountKeys] = {}
 
     def partition(self, account_id: str) -> int:
         return zlib.crc32(account_id.encode()) % self.partitions
@@ -54,13 +60,19 @@ class KeySpace:
         return f"{self.prefix}:{{{partition}}}"
 
     def account(self, account_id: str) -> AccountKeys:
-        tag = self._tag(self.partition(account_id))
-        return AccountKeys(
-            account=f"{tag}:a:{account_id}",
-            reaper=f"{tag}:x",
-            stream=f"{tag}:c",
-            idempotency_prefix=f"{tag}:i:{account_id}:",
-        )
+        keys = self._accounts.get(account_id)
+        if keys is None:
+            tag = self._tag(self.partition(account_id))
+            keys = AccountKeys(
+                account=f"{tag}:a:{account_id}",
+                reaper=f"{tag}:x",
+                stream=f"{tag}:c",
+                idempotency_prefix=f"{tag}:i:{account_id}:",
+            )
+            if len(self._accounts) >= _ACCOUNT_KEYS_KEPT:
+                self._accounts.clear()
+            self._accounts[account_id] = keys
+        return keys
 
     def stream(self, partition: int) -> str:
         return f"{self._tag(partition)}:c"
