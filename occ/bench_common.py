@@ -200,6 +200,21 @@ def head_lines(title: str, report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def exit_lines(report: Mapping[str, Any]) -> list[str]:
+    """When the spawned ``occ serve`` did not exit 0 at the end of the run: its status and its log's end
+    (the run then fails: its figures are not those of a healthy server)."""
+    target = report.get("target") or {}
+    if target.get("exit_status") in (0, None):
+        return []
+    lines = [f"occ serve exited with status {target['exit_status']}; the end of its log:"]
+    lines.extend(f"  | {line}" for line in str(target.get("log_tail", "")).splitlines())
+    return lines
+
+
+def target_healthy(report: Mapping[str, Any]) -> bool:
+    return (report.get("target") or {}).get("exit_status") in (0, None)
+
+
 def cpu_lines(phase: Mapping[str, Any], busy: float = 0.25) -> list[str]:
     """A phase's CPU shares, after a note when processes outside the benchmark used more than ``busy``."""
     cpu = phase.get("cpu_share_of_one_core") or {}
@@ -315,6 +330,15 @@ class Spawned:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    async def stopped(self, grace: float = 15.0) -> dict[str, Any]:
+        """:meth:`stop`, and what the report says of it: the exit status and, when it is not 0 (the daemon
+        failed, or gave up on a worker, during the run), the end of its log."""
+        status = await self.stop(grace)
+        out: dict[str, Any] = {"exit_status": status}
+        if status != 0:
+            out["log_tail"] = self.tail(40)
+        return out
 
     async def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM, SIGKILL after ``grace`` seconds; the exit status."""

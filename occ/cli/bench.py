@@ -175,6 +175,7 @@ def _finish(args: argparse.Namespace, name: str, report: Mapping[str, Any], text
 
 
 def _diameter(args: argparse.Namespace) -> int:
+    from occ.bench_common import target_healthy
     from occ.diameter import bench
 
     for name in ("sessions", "updates", "connections", "accounts", "grant", "max_open"):
@@ -186,7 +187,7 @@ def _diameter(args: argparse.Namespace) -> int:
     report = _run(
         "diameter", lambda: bench.run_benchmark(options, config_path(args.config), settings, _progress)
     )
-    ok = report.get("conservation", {}).get("status") == "ok"
+    ok = report.get("conservation", {}).get("status") == "ok" and target_healthy(report)
     return _finish(args, "diameter", report, bench.format_report(report), ok)
 
 

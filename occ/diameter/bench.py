@@ -40,6 +40,7 @@ from occ.bench_common import (
     Progress,
     Spawned,
     cpu_lines,
+    exit_lines,
     head_lines,
     latency_summary,
     percentile,
@@ -201,8 +202,7 @@ async def run_benchmark(
         report["reconcile"] = await reconcile_bench(settings, store, [s.account_id for s in subscribers])
         progress(f"reconcile (live money vs PostgreSQL ledger): {report['reconcile']['status']}")
         if daemon is not None:
-            code = await daemon.stop()
-            report["target"]["exit_status"] = code
+            report["target"].update(await daemon.stopped())
             daemon = None
         theirs: list[PhaseResult] = []
         baseline: Spawned | None = None
@@ -306,8 +306,9 @@ def format_report(report: Mapping[str, Any]) -> str:
                 )
             lines.extend(cpu_lines(phase))
     c = report.get("conservation")
+    lines.append("")
+    lines.extend(exit_lines(report))
     if c:
-        lines.append("")
         lines.append(
             f"money conservation: {c['status'].upper()} — {c['accounts']} bench accounts, expected "
             f"{c['expected_micros']} µ, charged {c['charged_micros']} µ, reserved {c['reserved_micros']} µ, "

@@ -60,11 +60,12 @@ class Server:
             return {**watch, self.name: self.spawned.process.pid}
         return dict(watch)
 
-    async def stop(self, grace: float = 15.0) -> int | None:
+    async def stop(self, grace: float = 15.0) -> dict[str, Any]:
+        """Stop the spawned daemon: its exit status (None when it was not ours), its log's end when not 0."""
         if self.spawned is None:
-            return None
+            return {"exit_status": None}
         spawned, self.spawned = self.spawned, None
-        return await spawned.stop(grace)
+        return await spawned.stopped(grace)
 
 
 def bench_client(radius: dict[str, Any]) -> dict[str, Any]:

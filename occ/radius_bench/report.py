@@ -6,7 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from occ.bench_common import cpu_lines, head_lines, latency_summary, reconcile_lines, verdict_lines
+from occ.bench_common import (
+    cpu_lines,
+    exit_lines,
+    head_lines,
+    latency_summary,
+    reconcile_lines,
+    target_healthy,
+    verdict_lines,
+)
 from occ.radius_bench.load import ACCT, AUTH, PhaseResult
 
 EXPECTED_REPLY = {AUTH: "Access-Accept", ACCT: "Accounting-Response"}
@@ -166,11 +174,14 @@ def format_report(report: Mapping[str, Any]) -> str:
     if dropped:
         lines.append(f"  FreeRADIUS logged {dropped} dropped requests")
     lines.append("")
+    lines.extend(exit_lines(report))
     lines.extend(_check_lines(report))
     lines.extend(verdict_lines(report))
     return "\n".join(lines)
 
 
 def passed(report: Mapping[str, Any]) -> bool:
-    """Exit status 0: money conserved (acct; auth: nothing charged) and every occ reply as expected."""
-    return all((report.get(k) or {}).get("status") == "ok" for k in ("conservation", "replies"))
+    """Exit status 0: money conserved (acct; auth: nothing charged), every occ reply as expected, and the
+    spawned occ serve exited 0."""
+    checks = all((report.get(k) or {}).get("status") == "ok" for k in ("conservation", "replies"))
+    return checks and target_healthy(report)

@@ -209,7 +209,7 @@ async def _baseline(
         return []
     finally:
         if server is not None:
-            report.setdefault("freeradius_target", {})["exit_status"] = await server.stop(5.0)
+            report.setdefault("freeradius_target", {}).update(await server.stop(5.0))
             report["freeradius_target"]["dropped_in_log"] = freeradius.dropped_requests(workdir)
     return phases
 
@@ -284,7 +284,7 @@ async def _run_benchmark(
         progress(f"conservation: {conservation.status}")
         report["reconcile"] = await reconcile_bench(settings, store, [who.account_id for who in identities])
         progress(f"reconcile (live money vs PostgreSQL ledger): {report['reconcile']['status']}")
-        report["target"]["exit_status"] = await server.stop()
+        report["target"].update(await server.stop())
         theirs: list[PhaseResult] = []
         if options.baseline:
             theirs = await _baseline(

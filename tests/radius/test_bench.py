@@ -134,6 +134,11 @@ async def test_auth_and_accounting_phases_report_every_type_and_conserve_money(
     assert "money conservation: OK" in text and "Interim" in text and "Accounting-Response: 20" in text
     assert "not measured: --mode auth" in text and passed(report)
     assert not passed({**report, "conservation": failed.as_dict()})
+    # a daemon that gave up during the run fails it, and the report shows why
+    crashed = {**report, "target": {"exit_status": 1, "log_tail": "worker keeps failing at start"}}
+    assert not passed(crashed)
+    assert "occ serve exited with status 1" in format_report(crashed)
+    assert "  | worker keeps failing at start" in format_report(crashed)
 
     await accounts.remove(store, identities, run_id)
     for who in identities:
