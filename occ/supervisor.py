@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from occ import log
+from occ.child_process import die_with_parent
 from occ.daemon import pid_file_path, take_pid_file
 from occ.diameter.handoff import Dealer, bind_listener
 from occ.settings import Settings
@@ -105,8 +106,13 @@ class Supervisor:
         argv = [sys.executable, "-m", "occ", "serve", "--config", str(self._config), "--worker", str(worker)]
         argv += ["--handoff-fd", str(handoff.fileno())]
         try:
+            # a worker must not outlive the supervisor (killed, even by SIGKILL): an orphan would keep
+            # sharing the RADIUS ports with the next `occ serve`, on its old configuration
             self._workers[worker] = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, pass_fds=(handoff.fileno(),)
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(handoff.fileno(),),
+                preexec_fn=die_with_parent(),
             )
         finally:
             handoff.close()  # the worker holds its own copy

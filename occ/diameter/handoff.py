@@ -166,6 +166,6 @@ class Receiver:
                 data, fds = b"", []
             for fd in fds:
                 self._take(socket.socket(fileno=fd))
-            if not data and not fds:  # the supervisor is gone: nothing more will come
-                _log.warning("the supervisor's connection hand-off closed")
+            if not data and not fds:  # the supervisor is stopping (or gone: SIGTERM follows)
+                _log.info("the supervisor's connection hand-off closed: no more Diameter connections")
                 self.stop()

@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from occ.bench_common import ProcessError, Spawned, child_env, free_ports
+from occ.child_process import die_with_parent
 from occ.radius_bench.packets import Identity
-from occ.radius_bench.processes import BENCH_SECRET, Server, die_with_parent
+from occ.radius_bench.processes import BENCH_SECRET, Server
 
 STOCK_CONFIG = Path("/etc/freeradius/3.0")
 INSTALL = ("apt-get", "install", "-y", "--no-install-recommends", "freeradius")

@@ -3,37 +3,17 @@
 
 from __future__ import annotations
 
-import ctypes
-import signal
 import socket
-import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from occ.bench_common import Spawned, free_ports, serve_config, spawn_occ_serve
+from occ.child_process import die_with_parent
 
 BENCH_SECRET = "testing123"
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has Linux send SIGTERM to the child when the bench dies (killed, crashed): the
-    ``finally`` blocks stop it on every other path. None where prctl is not available."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-
-    return preexec
 
 
 @dataclass

@@ -79,9 +79,10 @@ def wait_for(check: object, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
-def test_two_workers_share_the_ports_reload_restart_and_stop(
+def two_workers(
     tmp_path: Path, redis_url: str, key_prefix: str, database_url: str
-) -> None:
+) -> tuple[Path, int, int, int, int]:
+    """A config of two workers on free loopback ports: (file, metrics, diameter, auth, acct ports)."""
     metrics_port, diameter_port = free_port(), free_port()
     while metrics_port + 1 == diameter_port:
         diameter_port = free_port()
@@ -96,6 +97,15 @@ def test_two_workers_share_the_ports_reload_restart_and_stop(
     config = tmp_path / "occ.toml"
     config.write_text(to_toml(raw), encoding="utf-8")
     asyncio.run(install_demo(database_url))  # the workers read the tariffs at start
+    return config, metrics_port, diameter_port, auth, acct
+
+
+def test_two_workers_share_the_ports_reload_restart_and_stop(
+    tmp_path: Path, redis_url: str, key_prefix: str, database_url: str
+) -> None:
+    config, metrics_port, diameter_port, auth, acct = two_workers(
+        tmp_path, redis_url, key_prefix, database_url
+    )
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -159,3 +169,27 @@ def test_two_workers_share_the_ports_reload_restart_and_stop(
     time.sleep(0.5)
     with pytest.raises(OSError):
         request(metrics_port, "GET", "/health", timeout=1)
+
+
+def test_workers_stop_when_the_supervisor_is_killed(
+    tmp_path: Path, redis_url: str, key_prefix: str, database_url: str
+) -> None:
+    # an orphaned worker would go on sharing the RADIUS ports with the next `occ serve`
+    config, metrics_port, *_ = two_workers(tmp_path, redis_url, key_prefix, database_url)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*OCC, "serve", "--config", str(config)], cwd=REPO, env=child_env(), stdout=out, stderr=out
+        )
+    try:
+        wait_for(
+            lambda: all(request(p, "GET", "/health")[0] == 200 for p in (metrics_port, metrics_port + 1))
+        )
+        workers = [int((tmp_path / "run" / f"occ-worker-{n}.pid").read_text()) for n in (1, 2)]
+        proc.kill()
+        proc.wait(10)
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "stopping" in log.read_text()  # a graceful stop (SIGTERM), not a kill
