@@ -100,13 +100,9 @@ def two_workers(
     return config, metrics_port, diameter_port, auth, acct
 
 
-def test_two_workers_share_the_ports_reload_restart_and_stop(
-    tmp_path: Path, redis_url: str, key_prefix: str, database_url: str
-) -> None:
-    config, metrics_port, diameter_port, auth, acct = two_workers(
-        tmp_path, redis_url, key_prefix, database_url
-    )
-    log = tmp_path / "serve.log"
+def serve(config: Path, metrics_port: int) -> tuple[subprocess.Popen[bytes], Path]:
+    """``occ serve`` on ``config``, its log next to it; returns once both workers answer /health."""
+    log = config.parent / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*OCC, "serve", "--config", str(config)], cwd=REPO, env=child_env(), stdout=out, stderr=out
@@ -115,6 +111,20 @@ def test_two_workers_share_the_ports_reload_restart_and_stop(
         wait_for(
             lambda: all(request(p, "GET", "/health")[0] == 200 for p in (metrics_port, metrics_port + 1))
         )
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, log
+
+
+def test_two_workers_share_the_ports_reload_restart_and_stop(
+    tmp_path: Path, redis_url: str, key_prefix: str, database_url: str
+) -> None:
+    config, metrics_port, diameter_port, auth, acct = two_workers(
+        tmp_path, redis_url, key_prefix, database_url
+    )
+    proc, log = serve(config, metrics_port)
+    try:
         assert (tmp_path / "run" / "occ.pid").read_text().strip() == str(proc.pid)
 
         async def provision() -> None:
@@ -176,15 +186,8 @@ def test_workers_stop_when_the_supervisor_is_killed(
 ) -> None:
     # an orphaned worker would go on sharing the RADIUS ports with the next `occ serve`
     config, metrics_port, *_ = two_workers(tmp_path, redis_url, key_prefix, database_url)
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*OCC, "serve", "--config", str(config)], cwd=REPO, env=child_env(), stdout=out, stderr=out
-        )
+    proc, log = serve(config, metrics_port)
     try:
-        wait_for(
-            lambda: all(request(p, "GET", "/health")[0] == 200 for p in (metrics_port, metrics_port + 1))
-        )
         workers = [int((tmp_path / "run" / f"occ-worker-{n}.pid").read_text()) for n in (1, 2)]
         proc.kill()
         proc.wait(10)
