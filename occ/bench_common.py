@@ -203,15 +203,16 @@ def head_lines(title: str, report: Mapping[str, Any]) -> list[str]:
 def exit_lines(report: Mapping[str, Any]) -> list[str]:
     """When the spawned ``occ serve`` did not exit 0 at the end of the run: its status and its log's end
     (the run then fails: its figures are not those of a healthy server)."""
-    target = report.get("target") or {}
-    if target.get("exit_status") in (0, None):
+    if target_healthy(report):
         return []
+    target = report["target"]
     lines = [f"occ serve exited with status {target['exit_status']}; the end of its log:"]
     lines.extend(f"  | {line}" for line in str(target.get("log_tail", "")).splitlines())
     return lines
 
 
 def target_healthy(report: Mapping[str, Any]) -> bool:
+    """Whether the spawned ``occ serve`` exited 0 (or the target was not spawned by the bench)."""
     return (report.get("target") or {}).get("exit_status") in (0, None)
 
 
