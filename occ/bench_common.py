@@ -20,12 +20,12 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from balance.store import BalanceStore
 from occ.log import redact
@@ -152,6 +152,72 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
         gc.unfreeze()
         gc.collect()
+
+
+# ---- the peak ------------------------------------------------------------------------------------------
+
+PEAK_RAISES = 2  # a peak phase whose target kept up runs again at twice the rate, at most this many times
+KEPT_UP_SHARE = 0.97  # answered at least this share of the offered rate, nothing skipped or lost
+BELOW_PEAK = "-below-peak-"  # in the name of a peak phase's attempt the target kept up with
+
+
+class Phase(Protocol):
+    name: str
+
+
+PhaseT = TypeVar("PhaseT", bound=Phase)
+
+
+def kept_up(offered_per_s: float, answered_per_s: float, missed: int) -> bool:
+    """Whether a target answered about everything a phase offered it (``missed``: requests skipped or left
+    without an answer): its answers/s then measure the offered rate, not its capacity."""
+    return missed == 0 and answered_per_s >= KEPT_UP_SHARE * offered_per_s
+
+
+async def search_peak(
+    run: Callable[[float], Awaitable[PhaseT]],
+    rate: float,
+    below_capacity: Callable[[PhaseT], bool],
+    progress: Progress,
+    name: str,
+) -> list[PhaseT]:
+    """The peak phase, ``run(rate)``, and while its target kept up (``below_capacity``: the phase found
+    no peak), the phase again at twice the rate, at most ``PEAK_RAISES`` times; every attempt in order, the
+    last one the peak phase. Both targets of a bench get the same search, so neither's peak is the
+    generator's offered rate while the other's is its capacity. The earlier attempts are renamed
+    ``<name>-below-peak-<n>``."""
+    attempts = [await run(rate)]
+    while len(attempts) <= PEAK_RAISES and below_capacity(attempts[-1]):
+        attempts[-1].name = f"{name}{BELOW_PEAK}{len(attempts)}"
+        rate *= 2
+        progress(f"{name}: kept up with the offered rate (no peak yet): again at {rate:,.0f}/s")
+        attempts.append(await run(rate))
+    return attempts
+
+
+def phases_at_most(find_peak: bool) -> int:
+    """How many phases a target can run: the peak search and the share of the peak, or one fixed phase."""
+    return PEAK_RAISES + 2 if find_peak else 1
+
+
+def peak_and_share(phases: Sequence[PhaseT]) -> tuple[PhaseT, PhaseT | None]:
+    """The peak phase (or the one fixed phase) of ``[*below peak, peak, share]`` and the phase at a share of
+    it, None when there was none."""
+    measured = [p for p in phases if BELOW_PEAK not in p.name]
+    return measured[0], measured[1] if len(measured) > 1 else None
+
+
+def peak_lines(report: Mapping[str, Any], targets: Sequence[str]) -> list[str]:
+    """A note for each target whose last peak phase still kept up: its peak figure is a lower bound."""
+    lines = []
+    for target in targets:
+        peak = (report.get(target) or {}).get(f"{target}-peak") or {}
+        if peak.get("kept_up"):
+            lines.append(
+                f"NOTE: {target} kept up even at the last peak phase's rate: its peak figure is a lower "
+                "bound (raise --rate)"
+            )
+    return lines
 
 
 # ---- the report ------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from occ.bench_common import MIB, collector_paused, cpu_share, cpu_snapshot, latency_summary
+from occ.bench_common import MIB, collector_paused, cpu_share, cpu_snapshot, kept_up, latency_summary
 from occ.diameter import dictionary as d
 from occ.diameter.client import DiameterClient, MsccSpec, UnitsSpec
 from occ.diameter.codec import (
@@ -97,6 +97,11 @@ class PhaseResult:
     @property
     def unanswered(self) -> int:
         return sum(s.unanswered for s in self.sessions)
+
+    def kept_up(self) -> bool:
+        """The target answered about all the phase offered: the rate was below its capacity."""
+        offered = self.spec.rate * (self.spec.updates + 2)
+        return kept_up(offered, self.answers_per_s(), self.skipped + self.unanswered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +395,7 @@ def summarize(phase: PhaseResult) -> dict[str, Any]:
         "generator_late_start_max_ms": phase.late_start_max_s * 1000,
         "elapsed_s": phase.elapsed_s,
         "answers_per_s": phase.answers_per_s(),
+        "kept_up": phase.kept_up(),
         "unanswered": phase.unanswered,
         "all": {"answers": len(every), **latency_summary(every)},
         "types": types,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aaa import codec
-from occ.bench_common import collector_paused, cpu_share, cpu_snapshot, latency_summary
+from occ.bench_common import collector_paused, cpu_share, cpu_snapshot, kept_up, latency_summary
 from occ.radius_bench.packets import IDENTIFIERS, number, session_total, with_identifier
 
 AUTH, ACCT = "auth", "acct"
@@ -112,6 +112,10 @@ class PhaseResult:
     @property
     def timeouts(self) -> int:
         return sum(s.replies["timeout"] for s in self.stats.values())
+
+    def kept_up(self) -> bool:
+        """The target answered about all the phase offered: the rate was below its capacity."""
+        return kept_up(self.spec.rate, self.answers_per_s(), self.skipped + self.timeouts)
 
 
 class _Socket(asyncio.DatagramProtocol):
@@ -445,6 +449,7 @@ def summarize(phase: PhaseResult) -> dict[str, Any]:
         "generator_late_start_max_ms": phase.late_start_max_s * 1000,
         "elapsed_s": phase.elapsed_s,
         "answers_per_s": phase.answers_per_s(),
+        "kept_up": phase.kept_up(),
         "timeouts": phase.timeouts,
         "unmatched_replies": phase.unmatched,
         "packets_signed_again": phase.resigned,

@@ -24,9 +24,11 @@ from occ.bench_common import (
     MIB,
     ProcessError,
     Progress,
+    phases_at_most,
     plan_catalog,
     reconcile_bench,
     run_facts,
+    search_peak,
     watched_processes,
 )
 from occ.diameter.bench_accounts import accounts_needed
@@ -129,23 +131,17 @@ async def run_target(
 ) -> list[PhaseResult]:
     """The peak phase at ``options.rate`` and the phase at ``load_share`` of the peak (or one phase)."""
     short = "occ" if server.name == "occ serve" else server.name
-    plan = [("peak" if options.find_peak else "fixed", options.rate)]
-    phases: list[PhaseResult] = []
-    for n in range(2 if options.find_peak else 1):
-        if n == 1:
-            peak = phases[0].answers_per_s()
-            if peak <= 0:
-                progress(f"{short}: no answers at peak, no {options.load_share * 100:g}% phase")
-                break
-            plan.append((f"{options.load_share * 100:g}%", options.load_share * peak))
-        label, rate = plan[n]
+    built = 0
+
+    async def run(rate: float, label: str) -> PhaseResult:
+        nonlocal built
         spec = spec_for(options, rate)
         started = time.perf_counter()
-        packets = build_packets(spec, builder, identities, f"{run_id}-{short}-p{n}")
-        built = time.perf_counter() - started
+        packets = build_packets(spec, builder, identities, f"{run_id}-{short}-p{built}")
+        built += 1
         progress(
             f"{short}: {label} phase, {rate:,.0f} requests/s for {options.duration:g} s "
-            f"({len(packets)} packets built in {built:.1f} s)"
+            f"({len(packets)} packets built in {time.perf_counter() - started:.1f} s)"
         )
         address = (server.host, server.port(options.mode))
         phase = await run_phase(
@@ -153,7 +149,18 @@ async def run_target(
         )
         del packets
         progress(f"{short}: {label}: {phase.answers_per_s():,.0f} answers/s, {phase.timeouts} timeouts")
-        phases.append(phase)
+        return phase
+
+    if not options.find_peak:
+        return [await run(options.rate, "fixed")]
+    phases = await search_peak(
+        lambda rate: run(rate, "peak"), options.rate, PhaseResult.kept_up, progress, short
+    )
+    peak = phases[-1].answers_per_s()
+    if peak <= 0:
+        progress(f"{short}: no answers at peak, no {options.load_share * 100:g}% phase")
+        return phases
+    phases.append(await run(options.load_share * peak, f"{options.load_share * 100:g}%"))
     return phases
 
 
@@ -257,7 +264,7 @@ async def _run_benchmark(
     }
     count = options.accounts
     if options.mode == ACCT:  # enough accounts that none gets near the data volume tier
-        sessions = options.requests // (options.interims + 2) * (2 if options.find_peak else 1)
+        sessions = options.requests // (options.interims + 2) * phases_at_most(options.find_peak)
         count = accounts_needed(options.accounts, sessions, options.interims, options.step)
     identities = accounts.bench_identities(run_id, count)
     workdir = Path(tempfile.mkdtemp(prefix="occ-bench-radius-"))

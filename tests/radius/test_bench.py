@@ -20,7 +20,7 @@ from aaa.settings import ClientSettings, PlanAccess, RadiusSettings
 from balance.service import ChargingService
 from balance.settings import BalanceSettings, RedisSettings
 from balance.store import BalanceStore
-from occ.bench_common import to_toml
+from occ.bench_common import PEAK_RAISES, to_toml
 from occ.diameter.bench_accounts import check_conservation
 from occ.radius_bench import accounts, freeradius
 from occ.radius_bench.load import ACCT, AUTH, LoadSpec, run_phase, summarize
@@ -283,7 +283,11 @@ async def test_a_spawned_accounting_run_without_baseline(config: Path) -> None:
     # and the end of every benchmark: the accounts' live money is what the PostgreSQL ledger explains
     assert report["reconcile"] == {"status": "ok", "accounts": 3, "drifts": []}, report["reconcile"]
     assert report["conservation"]["expected_micros"] > 0 and report["replies"]["status"] == "ok"
-    assert set(report["occ"]) == {"occ-peak", "occ-80%"} and "freeradius" not in report
+    # a rate this low is likely below capacity: the peak phase then ran again at twice the rate, and
+    # those attempts are in the money checks above too
+    below = {f"occ-below-peak-{n}" for n in range(1, PEAK_RAISES + 1)}
+    assert {"occ-peak", "occ-80%"} <= set(report["occ"]) <= {"occ-peak", "occ-80%", *below}
+    assert "freeradius" not in report
     assert set(report["occ"]["occ-peak"]["types"]) == {"Start", "Interim", "Stop"}
     assert report["target"]["exit_status"] == 0 and report["bench_keys_removed"] > 0
     assert passed(report)
@@ -299,7 +303,9 @@ async def test_a_spawned_auth_run_with_the_freeradius_baseline(config: Path) -> 
     report = await run_benchmark(options, config, load_settings(config))
     assert "baseline_error" not in report, report.get("baseline_error")
     assert report["freeradius_version"].startswith("FreeRADIUS Version 3.")
-    assert set(report["freeradius"]) == {"freeradius-peak", "freeradius-80%"}
+    below = {f"freeradius-below-peak-{n}" for n in range(1, PEAK_RAISES + 1)}
+    measured = {"freeradius-peak", "freeradius-80%"}
+    assert measured <= set(report["freeradius"]) <= measured | below
     assert report["freeradius"]["freeradius-peak"]["types"]["Access"]["replies"] == {
         "Access-Accept": report["freeradius"]["freeradius-peak"]["types"]["Access"]["answers"]
     }
