@@ -19,10 +19,8 @@ there is no reply and the NAS retransmits.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 
 import msgspec
@@ -31,6 +29,7 @@ from aaa.access import account_of_class
 from aaa.clients import NasClient
 from aaa.codec import Packet
 from aaa.context import IDENTITY_KIND, RadiusContext
+from aaa.eager import eager
 from aaa.values import read_text, read_u32
 from balance.service import SessionAnswer, SessionRequest, UsageItem, added_by
 from rating_core.tariff import Unit
@@ -38,24 +37,12 @@ from rating_core.tariff import Unit
 SESSION_PREFIX = "radius"
 
 
-@dataclass(frozen=True, slots=True)
-class Cut:
-    """A session to disconnect: what the Disconnect-Request names."""
-
-    nas_host: str
-    session_id: str  # Acct-Session-Id
-    user_name: str
-    framed_ip: bytes | None
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
+class Recorded(msgspec.Struct, frozen=True):
     outcome: str  # for the metrics: start, interim, stop, accounting_on, ...
-    cut: Cut | None = None  # the session must be disconnected
+    cut: str = ""  # why the session must be disconnected ("" when it may go on)
     account_id: str = ""  # the session's account and id, when the request was about one session
     session_id: str = ""
-    acct_session: str = ""
+    acct_session: str = ""  # what a Disconnect-Request names: Acct-Session-Id, User-Name, Framed-IP-Address
     user: str = ""
     framed_ip: bytes | None = None
     closed: bool = False  # the session ended (Stop)
@@ -144,10 +131,9 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
         )
 
     def recorded(outcome: str, answer: SessionAnswer | None) -> Recorded:
-        cut = _cut_needed(answer, host, acct_session, user, framed) if answer is not None else None
         return Recorded(
             outcome,
-            cut,
+            _cut_needed(answer) if answer is not None else "",
             account_id=account_id or "",
             session_id=session_id,
             acct_session=acct_session,
@@ -166,10 +152,11 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
         if not await _begin(ctx, request, account_id, session_id, started):
             return recorded("late", None)  # a Start retransmitted after its session ended
         # the NAS index is no money: written alongside (an entry whose session never began is harmless)
-        answer, _ = await asyncio.gather(
-            ctx.charging.initiate(request(f"{session_id};start;{started}", item)),
-            store.put_nas_session(nas, session_id, owner, keep),
-        )
+        indexed = eager(store.put_nas_session(nas, session_id, owner, keep))
+        try:
+            answer = await ctx.charging.initiate(request(f"{session_id};start;{started}", item))
+        finally:
+            await indexed
         return recorded("start", answer)
     if status == a.status_interim:
         key = f"{session_id};interim;{started};{total};{elapsed}"
@@ -187,9 +174,11 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
         return recorded("late", None)  # a Stop retransmitted after (or overtaken by) the end
     # the mark goes first: an Interim the Stop overtook, arriving once the session is gone, is then late
     await store.mark_closed(session_id, total or 0, started, _mark_ttl(ctx))
-    answer, _ = await asyncio.gather(
-        ctx.charging.terminate(request(key, final)), store.drop_nas_session(nas, session_id)
-    )
+    unindexed = eager(store.drop_nas_session(nas, session_id))
+    try:
+        answer = await ctx.charging.terminate(request(key, final))
+    finally:
+        await unindexed
     if answer.result == "UNKNOWN_SESSION":
         await ctx.charging.terminate(request(key, final, create_missing=True))
     return recorded("stop", None)
@@ -222,9 +211,9 @@ async def _begin(
     usage was charged by its reports; its reservation goes back), and the mark of one that ended goes
     away, so the new session counts from zero."""
     store = ctx.charging.store
-    state, closed = await asyncio.gather(
-        store.session_state(account_id, session_id), store.closed_total(session_id)
-    )
+    reading = eager(store.session_state(account_id, session_id))
+    closed = await store.closed_total(session_id)
+    state = await reading
     if closed is not None:
         if _same_start(started, closed[1]):
             return False
@@ -266,16 +255,15 @@ async def _late(
     return True
 
 
-def _cut_needed(
-    answer: SessionAnswer, host: str, acct_session: str, user: str, framed: bytes | None
-) -> Cut | None:
+def _cut_needed(answer: SessionAnswer) -> str:
+    """Why the session must be disconnected after this answer, or ""."""
     if answer.result != "OK":
-        return Cut(host, acct_session, user, framed, answer.result.lower())
+        return answer.result.lower()
     if answer.status and answer.status != "active":
-        return Cut(host, acct_session, user, framed, answer.status)
+        return answer.status
     if any(item.granted == 0 and item.result != "OK" for item in answer.items):
-        return Cut(host, acct_session, user, framed, "no_credit")
-    return None
+        return "no_credit"
+    return ""
 
 
 async def close_nas_sessions(ctx: RadiusContext, nas: str) -> int:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+
+import msgspec
 
 from aaa import access, codec, metrics
 from aaa.clients import NasClient
@@ -28,8 +29,7 @@ STOPPING = frozenset({"suspended", "blocked", "closed"})
 PRUNE_EVERY = 10_000  # accounting packets between sweeps of the session table
 
 
-@dataclass(frozen=True, slots=True)
-class LiveSession:
+class LiveSession(msgspec.Struct, frozen=True):
     client: NasClient
     nas_host: str  # where Disconnect/CoA go
     acct_session: str

@@ -332,7 +332,7 @@ class RadiusServer:
         if recorded.outcome in ("accounting_on", "accounting_off"):
             control.forget_nas(host)
         elif recorded.account_id:
-            if recorded.closed or recorded.cut is not None:
+            if recorded.closed or recorded.cut:
                 control.gone(recorded.account_id, recorded.session_id)
             else:
                 live = LiveSession(
@@ -345,10 +345,9 @@ class RadiusServer:
                     seen_at=time.monotonic(),
                 )
                 control.seen(recorded.account_id, recorded.session_id, live, self.ctx.settings.stale_s)
-        cut = recorded.cut
-        if cut is not None:
+        if recorded.cut:
             self.dynauth.disconnect(
-                client, cut.nas_host, cut.session_id, cut.user_name, cut.framed_ip, cut.reason
+                client, host, recorded.acct_session, recorded.user, recorded.framed_ip, recorded.cut
             )
 
     async def _answer(
