@@ -195,7 +195,7 @@ def _run(name: str, benchmark: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
     """Run a benchmark coroutine; unreachable services and failed helper processes are command errors."""
     from balance.store import StoreUnavailable
     from billing.db import DatabaseUnavailable
-    from occ.bench_common import ProcessError
+    from occ.bench_spawn import ProcessError
     from occ.cli.account import postgres_failures
 
     try:

@@ -38,9 +38,7 @@ from typing import Any
 from balance.store import BalanceStore
 from occ.bench_common import (
     MIB,
-    ProcessError,
     Progress,
-    Spawned,
     cpu_lines,
     exit_lines,
     head_lines,
@@ -54,10 +52,10 @@ from occ.bench_common import (
     reconcile_lines,
     run_facts,
     search_peak,
-    to_toml,
     verdict_lines,
     watched_processes,
 )
+from occ.bench_spawn import ProcessError, Spawned, to_toml
 from occ.diameter.bench_accounts import (
     accounts_needed,
     bench_subscribers,

@@ -15,16 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from balance.store import BalanceStore
-from occ.bench_common import (
-    ROOT,
-    ProcessError,
-    Spawned,
-    child_env,
-    free_ports,
-    money_core_module,
-    serve_config,
-    spawn_occ_serve,
-)
+from occ.bench_common import ROOT, money_core_module
+from occ.bench_spawn import ProcessError, Spawned, child_env, free_ports, serve_config, spawn_occ_serve
 
 
 async def spawn_daemon(config: Path, workdir: Path, startup_timeout: float = 60.0) -> Spawned:

@@ -23,7 +23,7 @@ import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from occ.bench_common import ProcessError, Spawned, child_env, free_ports
+from occ.bench_spawn import ProcessError, Spawned, child_env, free_ports
 from occ.child_process import die_with_parent
 from occ.radius_bench.packets import Identity
 from occ.radius_bench.processes import BENCH_SECRET, Server

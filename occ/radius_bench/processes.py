@@ -1,5 +1,5 @@
 """Processes of ``occ bench radius``: ``occ serve`` on a private copy of the config (spawned by
-:func:`occ.bench_common.spawn_occ_serve`), the servers under load, and a child that dies with the bench."""
+:func:`occ.bench_spawn.spawn_occ_serve`), the servers under load, and a child that dies with the bench."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from occ.bench_common import Spawned, free_ports, serve_config, spawn_occ_serve
+from occ.bench_spawn import Spawned, free_ports, serve_config, spawn_occ_serve
 from occ.child_process import die_with_parent
 
 BENCH_SECRET = "testing123"

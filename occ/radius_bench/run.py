@@ -22,7 +22,6 @@ from aaa.dictionary import load
 from balance.store import BalanceStore
 from occ.bench_common import (
     MIB,
-    ProcessError,
     Progress,
     phases_at_most,
     plan_catalog,
@@ -31,6 +30,7 @@ from occ.bench_common import (
     search_peak,
     watched_processes,
 )
+from occ.bench_spawn import ProcessError
 from occ.diameter.bench_accounts import accounts_needed
 from occ.radius_bench import accounts, freeradius
 from occ.radius_bench.load import ACCT, AUTH, LoadSpec, PhaseResult, run_phase, summarize

@@ -25,7 +25,7 @@ import pytest
 from balance.settings import BalanceSettings, RedisSettings
 from balance.store import BalanceStore
 from billing.tariff_store import install_tariff
-from occ.bench_common import to_toml
+from occ.bench_spawn import to_toml
 from occ.diameter.client import DiameterClient
 from tests.occ.test_daemon import OCC, REPO, child_env, free_port, request
 from tests.radius.test_interop import subscriber

@@ -20,7 +20,8 @@ from aaa.settings import ClientSettings, PlanAccess, RadiusSettings
 from balance.service import ChargingService
 from balance.settings import BalanceSettings, RedisSettings
 from balance.store import BalanceStore
-from occ.bench_common import PEAK_RAISES, to_toml
+from occ.bench_common import PEAK_RAISES
+from occ.bench_spawn import to_toml
 from occ.diameter.bench_accounts import check_conservation
 from occ.radius_bench import accounts, freeradius
 from occ.radius_bench.load import ACCT, AUTH, LoadSpec, run_phase, summarize
