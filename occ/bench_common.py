@@ -172,23 +172,26 @@ def kept_up(offered_per_s: float, answered_per_s: float, missed: int) -> bool:
 
 
 async def search_peak(
-    run: Callable[[float], Awaitable[PhaseT]],
+    run: Callable[[float, str], Awaitable[PhaseT]],
     rate: float,
     below_capacity: Callable[[PhaseT], bool],
     progress: Progress,
     name: str,
 ) -> list[PhaseT]:
-    """The peak phase, ``run(rate)``, and while its target kept up (``below_capacity``: the phase found
-    no peak), the phase again at twice the rate, at most ``PEAK_RAISES`` times; every attempt in order, the
-    last one the peak phase. Both targets of a bench get the same search, so neither's peak is the
-    generator's offered rate while the other's is its capacity. The earlier attempts are renamed
-    ``<name>-below-peak-<n>``."""
-    attempts = [await run(rate)]
+    """The peak phase, ``run(rate, label)``, and while its target kept up (``below_capacity``: the phase
+    found no peak), the phase again at twice the rate, at most ``PEAK_RAISES`` times; every attempt in
+    order, the last one the peak phase. Both targets of a bench get the same search, so neither's peak is
+    the generator's offered rate while the other's is its capacity. Each attempt runs under its own label
+    (``peak``, ``peak-2``, ...: the load's session ids must not repeat), and is then named
+    ``<name>-below-peak-<n>``, the last one ``<name>-peak``."""
+    attempts = [await run(rate, "peak")]
     while len(attempts) <= PEAK_RAISES and below_capacity(attempts[-1]):
-        attempts[-1].name = f"{name}{BELOW_PEAK}{len(attempts)}"
         rate *= 2
         progress(f"{name}: kept up with the offered rate (no peak yet): again at {rate:,.0f}/s")
-        attempts.append(await run(rate))
+        attempts.append(await run(rate, f"peak-{len(attempts) + 1}"))
+    for n, attempt in enumerate(attempts[:-1], 1):
+        attempt.name = f"{name}{BELOW_PEAK}{n}"
+    attempts[-1].name = f"{name}-peak"
     return attempts
 
 

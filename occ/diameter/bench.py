@@ -73,6 +73,7 @@ __all__ = [
     "BenchOptions",
     "CcrTemplate",
     "LoadSpec",
+    "PhaseResult",
     "ProcessError",
     "accounts_needed",
     "bench_subscribers",
@@ -145,9 +146,7 @@ async def run_target_phases(
 
     if not options.find_peak:
         return [await run(options.rate, "fixed")]
-    phases = await search_peak(
-        lambda rate: run(rate, "peak"), options.rate, PhaseResult.kept_up, progress, name
-    )
+    phases = await search_peak(run, options.rate, PhaseResult.kept_up, progress, name)
     pct = f"{options.load_share * 100:g}%"
     per_session = options.updates + 2
     phases.append(await run(options.load_share * phases[-1].answers_per_s() / per_session, pct))

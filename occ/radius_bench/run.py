@@ -153,9 +153,7 @@ async def run_target(
 
     if not options.find_peak:
         return [await run(options.rate, "fixed")]
-    phases = await search_peak(
-        lambda rate: run(rate, "peak"), options.rate, PhaseResult.kept_up, progress, short
-    )
+    phases = await search_peak(run, options.rate, PhaseResult.kept_up, progress, short)
     peak = phases[-1].answers_per_s()
     if peak <= 0:
         progress(f"{short}: no answers at peak, no {options.load_share * 100:g}% phase")

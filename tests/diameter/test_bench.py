@@ -15,6 +15,7 @@ import pytest
 from balance.service import ChargingService
 from balance.settings import BalanceSettings, RedisSettings
 from balance.store import BalanceStore
+from occ.bench_common import PEAK_RAISES
 from occ.diameter import bench
 from occ.diameter.cc_settings import CreditControlSettings
 from occ.diameter.credit_control import CreditControlApplication
@@ -109,6 +110,29 @@ async def test_a_short_run_reports_every_message_type_and_conserves_money(
     for s in subscribers:
         assert not await store.has_account(s.account_id)
         assert await store.resolve_identity("msisdn", s.msisdn) is None
+
+
+async def test_every_attempt_of_the_peak_search_is_new_load_and_all_of_it_is_charged(
+    store: BalanceStore, catalog: Catalog, server: DiameterServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a target that keeps up with every attempt: the peak phase runs PEAK_RAISES more times, then 80 %
+    monkeypatch.setattr(bench.PhaseResult, "kept_up", lambda self: True)
+    run_id = "d4e5f6"
+    subscribers = bench.bench_subscribers(run_id, 3)
+    await bench.provision(store, subscribers, "demo")
+    options = bench.BenchOptions(rate=20.0, duration=0.2, sessions=4, updates=1, connections=2, timeout=5.0)
+    said: list[str] = []
+    phases = await bench.run_target_phases(
+        "occ", "127.0.0.1", server.port, options, [s.msisdn for s in subscribers], run_id, said.append, {}
+    )
+    names = [p.name for p in phases]
+    assert names == [f"occ-below-peak-{n}" for n in range(1, PEAK_RAISES + 1)] + ["occ-peak", "occ-80%"]
+    assert [p.spec.rate for p in phases[:-1]] == [20.0 * 2**n for n in range(PEAK_RAISES + 1)]
+    # the attempts reused no Session-Id: had they, the repeats would be replays, answered and not charged
+    expected = bench.expected_charges(catalog, "demo", subscribers, phases, PEAK)
+    conservation = await bench.check_conservation(store, expected)
+    assert conservation.ok and conservation.charged_micros == sum(expected.values()) > 0, conservation
+    await bench.remove(store, subscribers, run_id)
 
 
 async def test_an_unanswered_request_leaves_conservation_unverified(

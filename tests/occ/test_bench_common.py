@@ -25,14 +25,17 @@ def test_kept_up_needs_nearly_every_request_answered_and_none_missed() -> None:
 
 async def test_the_peak_phase_runs_again_at_twice_the_rate_until_the_target_falls_behind() -> None:
     offered: list[float] = []
+    labels: list[str] = []
 
-    async def run(rate: float) -> FakePhase:
+    async def run(rate: float, label: str) -> FakePhase:
         offered.append(rate)
-        return FakePhase("occ-peak", rate, min(rate, 3000.0))  # capacity: 3000/s
+        labels.append(label)
+        return FakePhase(f"occ-{label}", rate, min(rate, 3000.0))  # capacity: 3000/s
 
     said: list[str] = []
     phases = await search_peak(run, 1000.0, FakePhase.kept_up, said.append, "occ")
     assert offered == [1000.0, 2000.0, 4000.0]
+    assert labels == ["peak", "peak-2", "peak-3"]  # each attempt's load has its own session ids
     assert [p.name for p in phases] == ["occ-below-peak-1", "occ-below-peak-2", "occ-peak"]
     assert len(said) == 2 and "4,000" in said[-1]
     share = FakePhase("occ-80%", 2400.0, 2400.0)
@@ -41,8 +44,8 @@ async def test_the_peak_phase_runs_again_at_twice_the_rate_until_the_target_fall
 
 
 async def test_the_search_is_bounded_and_a_peak_never_reached_is_reported_as_a_lower_bound() -> None:
-    async def run(rate: float) -> FakePhase:
-        return FakePhase("occ-peak", rate, rate)  # keeps up with anything
+    async def run(rate: float, label: str) -> FakePhase:
+        return FakePhase(f"occ-{label}", rate, rate)  # keeps up with anything
 
     phases = await search_peak(run, 1000.0, FakePhase.kept_up, lambda _: None, "occ")
     assert len(phases) == PEAK_RAISES + 1 and phases[-1].rate == 1000.0 * 2**PEAK_RAISES
@@ -52,8 +55,8 @@ async def test_the_search_is_bounded_and_a_peak_never_reached_is_reported_as_a_l
 
 
 async def test_a_target_at_capacity_gets_one_peak_phase() -> None:
-    async def run(rate: float) -> FakePhase:
-        return FakePhase("baseline-peak", rate, rate / 3)
+    async def run(rate: float, label: str) -> FakePhase:
+        return FakePhase(f"baseline-{label}", rate, rate / 3)
 
     phases = await search_peak(run, 2000.0, FakePhase.kept_up, lambda _: None, "baseline")
     assert [p.name for p in phases] == ["baseline-peak"]
