@@ -170,10 +170,12 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
         return recorded("interim", answer)
     final = msgspec.structs.replace(item, requested=0)
     key = f"{session_id};stop;{started};{total};{elapsed}"
-    if await _late(ctx, request, session_id, total, bits, started):
-        return recorded("late", None)  # a Stop retransmitted after (or overtaken by) the end
     # the mark goes first: an Interim the Stop overtook, arriving once the session is gone, is then late
-    await store.mark_closed(session_id, total or 0, started, _mark_ttl(ctx))
+    mark = await store.mark_closed_first(session_id, total or 0, started, _mark_ttl(ctx))
+    if mark is not None:
+        if await _after_close(ctx, request, session_id, total, bits, started, mark):
+            return recorded("late", None)  # a Stop retransmitted after (or overtaken by) the end
+        await store.mark_closed(session_id, total or 0, started, _mark_ttl(ctx))  # the id was reused
     unindexed = eager(store.drop_nas_session(nas, session_id))
     try:
         answer = await ctx.charging.terminate(request(key, final))
@@ -237,10 +239,22 @@ async def _late(
     across the NAS's restart): charge only what its total adds to the last one, reserve nothing. False
     when no session under the id ended here, or when the one that did began at another time (the id was
     reused and this report's Start was lost: it is a new session)."""
+    closed = await ctx.charging.store.closed_total(session_id)
+    return closed is not None and await _after_close(ctx, request, session_id, total, bits, started, closed)
+
+
+async def _after_close(
+    ctx: RadiusContext,
+    request: Callable[..., SessionRequest],
+    session_id: str,
+    total: int | None,
+    bits: int | None,
+    started: int,
+    closed: tuple[int, int],
+) -> bool:
+    """:func:`_late` once the mark of a session that ended under the id, ``closed`` (last total, start), is
+    known."""
     store = ctx.charging.store
-    closed = await store.closed_total(session_id)
-    if closed is None:
-        return False
     last, began = closed
     if not _same_start(started, began):
         await store.clear_closed(session_id)

@@ -150,6 +150,14 @@ async def _close_pubsub(pubsub: Any, client: Any) -> None:
     await client.aclose()
 
 
+def _closed(value: bytes | None) -> tuple[int, int] | None:
+    """A closed-session mark "<total>|<start>" as (total, start)."""
+    if value is None:
+        return None
+    total, _, started = value.decode().partition("|")
+    return int(total), int(started or 0)
+
+
 def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -487,11 +495,17 @@ class BalanceStore:
 
     async def closed_total(self, session_id: str) -> tuple[int, int] | None:
         """(last total, start) of a session that ended, or None."""
-        value = await self._execute("GET", self.keys.closed_session(session_id))
-        if value is None:
-            return None
-        total, _, started = value.decode().partition("|")
-        return int(total), int(started or 0)
+        return _closed(await self._execute("GET", self.keys.closed_session(session_id)))
+
+    async def mark_closed_first(
+        self, session_id: str, total: int, started: int, ttl_s: int
+    ) -> tuple[int, int] | None:
+        """:meth:`mark_closed` unless a mark is there already: then that mark's (last total, start) and
+        nothing written; None once the mark is written."""
+        found = await self._script(
+            scripts.CLOSING, (self.keys.closed_session(session_id),), (f"{total}|{started}", ttl_s)
+        )
+        return _closed(found)
 
     async def clear_closed(self, session_id: str) -> None:
         """A new session begins under a reused id."""

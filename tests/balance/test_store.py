@@ -317,3 +317,16 @@ async def test_credits_and_status_changes_are_published(store: BalanceStore) -> 
         Notification(kind="credit", account_id="acct"),
         Notification(kind="status", account_id="acct", status="suspended"),
     ]
+
+
+async def test_a_closed_session_mark_is_written_once_and_found_after(store: BalanceStore) -> None:
+    # the Stop's one round trip: write the mark unless one is there, and say which one is
+    assert await store.mark_closed_first("radius:nas|x:s1", 1000, 1_700_000_000, 60) is None
+    assert await store.mark_closed_first("radius:nas|x:s1", 5000, 1_700_000_100, 60) == (1000, 1_700_000_000)
+    assert await store.closed_total("radius:nas|x:s1") == (1000, 1_700_000_000)  # not overwritten
+    ttl = await store.link.execute("TTL", store.keys.closed_session("radius:nas|x:s1"))
+    assert 0 < ttl <= 60
+    await store.mark_closed("radius:nas|x:s1", 7000, 1_700_000_000, 60)  # a late report's new total
+    assert await store.mark_closed_first("radius:nas|x:s1", 0, 0, 60) == (7000, 1_700_000_000)
+    await store.clear_closed("radius:nas|x:s1")
+    assert await store.closed_total("radius:nas|x:s1") is None
