@@ -162,7 +162,8 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
         key = f"{session_id};interim;{started};{total};{elapsed}"
         answer = await ctx.charging.update(request(key, item))
         if answer.result == "UNKNOWN_SESSION":
-            if await _late(ctx, request, session_id, total, bits, started):
+            closed = await store.closed_total(session_id)
+            if closed is not None and await _late(ctx, request, session_id, total, bits, started, closed):
                 return recorded("late", None)
             # the Start was lost: the session begins here
             answer = await ctx.charging.update(request(key, item, create_missing=True))
@@ -173,7 +174,7 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
     # the mark goes first: an Interim the Stop overtook, arriving once the session is gone, is then late
     mark = await store.mark_closed_first(session_id, total or 0, started, _mark_ttl(ctx))
     if mark is not None:
-        if await _after_close(ctx, request, session_id, total, bits, started, mark):
+        if await _late(ctx, request, session_id, total, bits, started, mark):
             return recorded("late", None)  # a Stop retransmitted after (or overtaken by) the end
         await store.mark_closed(session_id, total or 0, started, _mark_ttl(ctx))  # the id was reused
     unindexed = eager(store.drop_nas_session(nas, session_id))
@@ -234,26 +235,12 @@ async def _late(
     total: int | None,
     bits: int | None,
     started: int,
-) -> bool:
-    """A report of a session that already ended (a reordered Interim, a Stop retransmitted or buffered
-    across the NAS's restart): charge only what its total adds to the last one, reserve nothing. False
-    when no session under the id ended here, or when the one that did began at another time (the id was
-    reused and this report's Start was lost: it is a new session)."""
-    closed = await ctx.charging.store.closed_total(session_id)
-    return closed is not None and await _after_close(ctx, request, session_id, total, bits, started, closed)
-
-
-async def _after_close(
-    ctx: RadiusContext,
-    request: Callable[..., SessionRequest],
-    session_id: str,
-    total: int | None,
-    bits: int | None,
-    started: int,
     closed: tuple[int, int],
 ) -> bool:
-    """:func:`_late` once the mark of a session that ended under the id, ``closed`` (last total, start), is
-    known."""
+    """A report of a session that already ended (a reordered Interim, a Stop retransmitted or buffered
+    across the NAS's restart), ``closed`` being the mark (last total, start) that session left: charge only
+    what the report's total adds to the last one, reserve nothing. False when the session that ended
+    began at another time (the id was reused and this report's Start was lost: it is a new session)."""
     store = ctx.charging.store
     last, began = closed
     if not _same_start(started, began):
