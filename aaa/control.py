@@ -29,7 +29,7 @@ STOPPING = frozenset({"suspended", "blocked", "closed"})
 PRUNE_EVERY = 10_000  # accounting packets between sweeps of the session table
 
 
-class LiveSession(msgspec.Struct, frozen=True):
+class LiveSession(msgspec.Struct, frozen=True, gc=False):  # one per open session: never a cycle
     client: NasClient
     nas_host: str  # where Disconnect/CoA go
     acct_session: str

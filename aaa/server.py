@@ -25,7 +25,7 @@ from aaa.attributes import Attrs, resolve
 from aaa.clients import ClientTable, NasClient
 from aaa.context import RadiusContext
 from aaa.control import LiveSession, SessionControl
-from aaa.dedup import DuplicateCache, Seen
+from aaa.dedup import DuplicateCache, Key, Seen, request_key
 from aaa.dictionary import Dictionary, load
 from aaa.dynauth import DynAuthClient
 from aaa.settings import RadiusSettings
@@ -242,7 +242,7 @@ class RadiusServer:
         if len(data) < codec.HEADER or data[0] not in _EXPECTED[kind]:
             metrics.dropped("malformed" if len(data) < codec.HEADER else "unexpected_code").inc()
             return
-        key = (host, port, data[0], data[1], data[4:20])
+        key = request_key(data, host, port)
         seen, reply = self.dedup.check(key, time.monotonic())
         if seen is Seen.ANSWERED:
             transport.sendto(reply, addr)
@@ -292,7 +292,7 @@ class RadiusServer:
         name: str,
         client: NasClient,
         addr: tuple[str, int],
-        key: tuple[str, int, int, int, bytes],
+        key: Key,
         transport: asyncio.DatagramTransport,
         kind: str,
     ) -> None:

@@ -18,7 +18,6 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -127,8 +126,10 @@ class EventAnswer(msgspec.Struct, frozen=True, kw_only=True):
     duplicate: bool = False
 
 
-@dataclass(slots=True)
-class _AccountView:
+class _AccountView(msgspec.Struct, gc=False):
+    """An account's plan and tier counters as this worker last saw them (cached like sessions, and as
+    invisible to the cyclic collector)."""
+
     plan: str
     counters: dict[str, int]
 
