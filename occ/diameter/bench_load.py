@@ -101,7 +101,9 @@ class PhaseResult:
     def kept_up(self) -> bool:
         """The target answered about all the phase offered: the rate was below its capacity."""
         offered = self.spec.rate * (self.spec.updates + 2)
-        return kept_up(offered, self.answers_per_s(), self.skipped + self.unanswered)
+        return kept_up(
+            offered, self.answers_per_s(), self.skipped + self.unanswered, self.started + self.skipped
+        )
 
 
 @dataclass(frozen=True, slots=True)

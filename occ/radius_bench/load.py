@@ -115,7 +115,9 @@ class PhaseResult:
 
     def kept_up(self) -> bool:
         """The target answered about all the phase offered: the rate was below its capacity."""
-        return kept_up(self.spec.rate, self.answers_per_s(), self.skipped + self.timeouts)
+        return kept_up(
+            self.spec.rate, self.answers_per_s(), self.skipped + self.timeouts, self.started + self.skipped
+        )
 
 
 class _Socket(asyncio.DatagramProtocol):

@@ -14,13 +14,14 @@ class FakePhase:
     answered: float
 
     def kept_up(self) -> bool:
-        return kept_up(self.rate, self.answered, 0)
+        return kept_up(self.rate, self.answered, 0, int(self.rate))
 
 
-def test_kept_up_needs_nearly_every_request_answered_and_none_missed() -> None:
-    assert kept_up(1000.0, 990.0, 0)
-    assert not kept_up(1000.0, 900.0, 0)
-    assert not kept_up(1000.0, 1000.0, 1)  # a skipped or unanswered request: the target fell behind
+def test_kept_up_needs_nearly_every_request_answered_and_next_to_none_missed() -> None:
+    assert kept_up(1000.0, 990.0, 0, 10_000)
+    assert not kept_up(1000.0, 900.0, 0, 10_000)
+    assert kept_up(40_000.0, 39_990.0, 12, 400_000)  # a dozen datagrams lost of 400,000: it kept up
+    assert not kept_up(1000.0, 1000.0, 11, 10_000)  # skipped or unanswered requests: it fell behind
 
 
 async def test_the_peak_phase_runs_again_at_twice_the_rate_until_the_target_falls_behind() -> None:
