@@ -19,6 +19,7 @@ there is no reply and the NAS retransmits.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Callable
 from datetime import timedelta
@@ -29,7 +30,6 @@ from aaa.access import account_of_class
 from aaa.clients import NasClient
 from aaa.codec import Packet
 from aaa.context import IDENTITY_KIND, RadiusContext
-from aaa.eager import eager
 from aaa.values import read_text, read_u32
 from balance.service import SessionAnswer, SessionRequest, UsageItem, added_by
 from rating_core.tariff import Unit
@@ -152,11 +152,10 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
         if not await _begin(ctx, request, account_id, session_id, started):
             return recorded("late", None)  # a Start retransmitted after its session ended
         # the NAS index is no money: written alongside (an entry whose session never began is harmless)
-        indexed = eager(store.put_nas_session(nas, session_id, owner, keep))
-        try:
-            answer = await ctx.charging.initiate(request(f"{session_id};start;{started}", item))
-        finally:
-            await indexed
+        answer, _ = await asyncio.gather(
+            ctx.charging.initiate(request(f"{session_id};start;{started}", item)),
+            store.put_nas_session(nas, session_id, owner, keep),
+        )
         return recorded("start", answer)
     if status == a.status_interim:
         key = f"{session_id};interim;{started};{total};{elapsed}"
@@ -177,11 +176,9 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
         if await _late(ctx, request, session_id, total, bits, started, mark):
             return recorded("late", None)  # a Stop retransmitted after (or overtaken by) the end
         await store.mark_closed(session_id, total or 0, started, _mark_ttl(ctx))  # the id was reused
-    unindexed = eager(store.drop_nas_session(nas, session_id))
-    try:
-        answer = await ctx.charging.terminate(request(key, final))
-    finally:
-        await unindexed
+    answer, _ = await asyncio.gather(
+        ctx.charging.terminate(request(key, final)), store.drop_nas_session(nas, session_id)
+    )
     if answer.result == "UNKNOWN_SESSION":
         await ctx.charging.terminate(request(key, final, create_missing=True))
     return recorded("stop", None)
@@ -214,9 +211,9 @@ async def _begin(
     usage was charged by its reports; its reservation goes back), and the mark of one that ended goes
     away, so the new session counts from zero."""
     store = ctx.charging.store
-    reading = eager(store.session_state(account_id, session_id))
-    closed = await store.closed_total(session_id)
-    state = await reading
+    state, closed = await asyncio.gather(
+        store.session_state(account_id, session_id), store.closed_total(session_id)
+    )
     if closed is not None:
         if _same_start(started, closed[1]):
             return False

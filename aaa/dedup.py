@@ -1,10 +1,11 @@
 """Duplicate detection (RFC 5080 §2.2.2): a retransmission gets the reply the original got, and nothing
 else happens; one arriving while the original is still being worked on is dropped (the NAS retries).
 
-The cache holds every request of the last ``window_s`` seconds (300k entries at 10k requests/s), so it is
-built of objects the cyclic garbage collector never tracks: bytes keys, bytes and float values, in two
-dicts. A dict holding a tuple is tracked, and each full collection then walked every entry, stalling the
-event loop for 15-25 ms at that size: the whole p99 of a loaded server.
+The cache holds every request of the last ``window_s`` seconds (300k entries at 10k requests/s), so its
+dicts hold only what the cyclic garbage collector never tracks: bytes keys, bytes and float values. A dict
+holding a tuple is tracked, and each full collection then walked every entry, stalling the event loop for
+15-25 ms at that size: the whole p99 of a loaded server. (The expiry deque is always tracked, but it is
+made with the server, before the daemon freezes its heap, so collections skip it.)
 """
 
 from __future__ import annotations
