@@ -5,13 +5,14 @@ Gigawords, sessions whose Start was lost, and clients naming each other's NAS.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import pytest
 
 from aaa.settings import ClientSettings
-from balance.service import added_by
-from balance.store import BalanceStore
+from balance.service import ChargingService, SessionAnswer, SessionRequest, added_by
+from balance.store import BalanceStore, StoreUnavailable
 from tests.radius.test_server import (
     EUR,
     GRANT,
@@ -174,3 +175,32 @@ async def test_accounting_on_closes_sessions_started_by_an_interim_and_only_of_i
 )
 def test_what_a_running_total_adds(total: int, counted: int, bits: int | None, added: int) -> None:
     assert added_by(total, counted, bits) == added
+
+
+async def test_a_stop_whose_charge_failed_is_completed_by_its_retransmission(
+    store: BalanceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis fails between the Stop's closed-session mark and its charge: no Accounting-Response, the NAS
+    # retransmits, and the retransmission must end the session and charge the rest (it is no late report)
+    await subscriber(store, "alice", OPENING)
+    async with serving(store) as (nas, _):
+        a = nas.a
+        assert await nas.account(a.status_start, "f", acct_delay_time=60)
+        assert await nas.account(
+            a.status_interim, "f", **octets(10 * MIB), acct_session_time=30, acct_delay_time=30
+        )
+        real_terminate = ChargingService.terminate
+        failures = [StoreUnavailable("Redis went away")]
+
+        def terminate(self: ChargingService, request: SessionRequest) -> Coroutine[Any, Any, SessionAnswer]:
+            if failures:
+                raise failures.pop()
+            return real_terminate(self, request)
+
+        monkeypatch.setattr(ChargingService, "terminate", terminate)
+        stop = nas.accounting_request(a.status_stop, "f", **octets(30 * MIB), acct_session_time=60)
+        assert await nas.exchange(stop, "acct", timeout=0.5) is None  # nothing recorded, nothing answered
+        assert await nas.exchange(stop, "acct") is not None
+        assert await spent(store, "alice", OPENING) == (30 * PER_MIB, 0)
+        assert await nas.exchange(stop, "acct") is not None  # once more: a duplicate, nothing moves
+        assert await spent(store, "alice", OPENING) == (30 * PER_MIB, 0)
