@@ -109,14 +109,17 @@ def _add_run_options(
         metavar="S",
         help=f"seconds to wait for an answer (default {defaults.timeout:g})",
     )
-    peak = "run at --rate (above capacity) to find the peak, then at --load-share of it (default on)"
+    peak = (
+        "run at --rate (above capacity; twice that, at most twice more, while the target keeps up) to "
+        "find the peak, then at --load-share of it (default on)"
+    )
     _add_switch(p, "--find-peak", defaults.find_peak, peak)
     p.add_argument(
         "--load-share",
         type=float,
         default=defaults.load_share,
         metavar="F",
-        help="with --find-peak, the second phase offers this share of the peak "
+        help="with --find-peak, the last phase offers this share of the peak "
         f"(default {defaults.load_share:g})",
     )
     spawn = (

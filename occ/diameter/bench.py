@@ -123,7 +123,8 @@ async def run_target_phases(
     progress: Progress,
     watch: Mapping[str, int],
 ) -> list[PhaseResult]:
-    """The peak phase at ``options.rate`` and the phase at ``load_share`` of the peak (or one phase)."""
+    """The peak search from ``options.rate`` (:func:`occ.bench_common.search_peak`) and the phase at
+    ``load_share`` of the peak, in the order they ran; or the one fixed phase."""
 
     def spec(rate: float) -> LoadSpec:
         return LoadSpec(

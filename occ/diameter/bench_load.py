@@ -100,10 +100,10 @@ class PhaseResult:
 
     def kept_up(self) -> bool:
         """The target answered about all the phase offered: the rate was below its capacity."""
-        offered = self.spec.rate * (self.spec.updates + 2)
-        return kept_up(
-            offered, self.answers_per_s(), self.skipped + self.unanswered, self.started + self.skipped
-        )
+        per_session = self.spec.updates + 2  # requests, like the answers and the unanswered
+        missed = self.skipped * per_session + self.unanswered
+        due = (self.started + self.skipped) * per_session
+        return kept_up(self.spec.rate * per_session, self.answers_per_s(), missed, due)
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,9 +115,9 @@ class PhaseResult:
 
     def kept_up(self) -> bool:
         """The target answered about all the phase offered: the rate was below its capacity."""
-        return kept_up(
-            self.spec.rate, self.answers_per_s(), self.skipped + self.timeouts, self.started + self.skipped
-        )
+        per = self.spec.per_session  # requests, like the answers and the timeouts
+        missed = self.skipped * per + self.timeouts
+        return kept_up(self.spec.rate, self.answers_per_s(), missed, (self.started + self.skipped) * per)
 
 
 class _Socket(asyncio.DatagramProtocol):

@@ -129,7 +129,8 @@ async def run_target(
     progress: Progress,
     watch: dict[str, int],
 ) -> list[PhaseResult]:
-    """The peak phase at ``options.rate`` and the phase at ``load_share`` of the peak (or one phase)."""
+    """The peak search from ``options.rate`` (:func:`occ.bench_common.search_peak`) and the phase at
+    ``load_share`` of the peak, in the order they ran; or the one fixed phase."""
     short = "occ" if server.name == "occ serve" else server.name
     built = 0
 
