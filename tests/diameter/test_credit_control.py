@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
@@ -586,3 +587,23 @@ async def test_refunds_above_the_limit_and_balance_checks_of_stopped_accounts_ar
     await store.set_status("alice", AccountStatus.SUSPENDED)
     check = await gateway.ccr("c-2", EVENT, msccs=[voice(60)], action=d.REQUESTED_ACTION_CHECK_BALANCE)
     assert result(check) == d.DIAMETER_END_USER_SERVICE_DENIED
+
+
+async def test_the_sessions_a_worker_tracks_are_invisible_to_the_cyclic_collector(
+    store: BalanceStore,
+) -> None:
+    # 100,000 open sessions as tracked objects cost each full collection 17-19 ms: a stall in every
+    # request's latency on a busy gateway
+    catalog = Catalog(load_tariff_file("config/tariffs/demo.toml"))
+    charging = ChargingService(store, catalog, BalanceSettings(), clock=lambda: PEAK)
+    app = CreditControlApplication(charging, CC_SETTINGS, clock=lambda: PEAK)
+    await subscriber(store, "alice", 10 * EUR)
+    async with serving(app) as gateway:
+        await gateway.ccr("gc-1", INITIAL, msccs=[voice(300)], called=LONDON)
+        await gateway.ccr("gc-1", UPDATE, msccs=[voice(300, used=60)], called=LONDON)
+        (tracked,) = app._tables.sessions.values()
+        assert tracked.held and tracked.peer.is_open
+        for entry in (app._tables.sessions, tracked, tracked.held, *tracked.held.values()):
+            assert not gc.is_tracked(entry), entry
+        assert not any(gc.is_tracked(ids) for ids in app._tables.by_account.values())
+        assert held()[1] > 0  # and the gauges still see what the session holds
