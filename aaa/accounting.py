@@ -173,16 +173,14 @@ async def record(ctx: RadiusContext, packet: Packet, client: NasClient, host: st
     # the mark goes first: an Interim the Stop overtook, arriving once the session is gone, is then late
     mark = await store.mark_closed_first(session_id, total or 0, started, _mark_ttl(ctx))
     if mark is not None:
+        # still open under this start: an earlier Stop left the mark but was not charged (Redis failed in
+        # between, nothing was answered), and this retransmission ends the session
         state = await store.session_state(account_id, session_id)
-        if state is not None and _same_start(started, state.st // 1000):
-            # the session is still open: an earlier Stop left the mark but was not charged (Redis failed
-            # in between, nothing was answered) and this is its retransmission, which ends the session
-            if mark != (total or 0, started):
-                await store.mark_closed(session_id, total or 0, started, _mark_ttl(ctx))
-        elif await _late(ctx, request, session_id, total, bits, started, mark):
+        unfinished = state is not None and _same_start(started, state.st // 1000)
+        if not unfinished and await _late(ctx, request, session_id, total, bits, started, mark):
             return recorded("late", None)  # a Stop retransmitted after (or overtaken by) the end
-        else:
-            await store.mark_closed(session_id, total or 0, started, _mark_ttl(ctx))  # the id was reused
+        if mark != (total or 0, started):  # the id was reused, or the unfinished Stop reported another total
+            await store.mark_closed(session_id, total or 0, started, _mark_ttl(ctx))
     answer, _ = await asyncio.gather(
         ctx.charging.terminate(request(key, final)), store.drop_nas_session(nas, session_id)
     )
